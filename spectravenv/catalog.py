@@ -1,0 +1,344 @@
+"""What exists: envs, models, benchmarks and add-ons, from the package's TOML plus user overrides.
+
+The shipped catalog lives in `catalog_data/*.toml`. A `spectravenv.toml` in
+`$XDG_CONFIG_HOME/spectravenv/` and then in the working directory may add entries or override
+fields of existing ones (same table layout: `[envs.X]`, `[models.X]`, `[benchmarks.X]`,
+`[addons.X]`). Relative paths in a file are relative to that file's folder.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import SpectravenvError, did_you_mean
+from .paths import CATALOG_DIR, SHIPPED_LOCKS, Paths
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class Env:
+    name: str
+    python: str
+    transformers: str
+    lock: Path
+    source: Path | None = None
+    overrides: Path | None = None
+    platform: str = "x86_64-manylinux_2_28"
+    exclude_newer: str | None = None
+    description: str = ""
+    # Modules imported to prove a fresh build works (an env for tests may not carry vlmeval).
+    verify: tuple[str, ...] = ("transformers", "vlmeval")
+
+
+@dataclass(frozen=True)
+class Addon:
+    """A git-only package installed with a commit-pinned source, outside the env's lock."""
+
+    name: str
+    env: str
+    source: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    env: str
+    family: str = ""
+    gpu_memory_gb: float = 24.0
+    gpus: int = 1
+    cpu: bool = False
+    vlmeval_name: str | None = None
+    cls: str | None = None
+    builtin: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    addons: tuple[str, ...] = ()
+    load_seconds: float = 60.0
+    seconds_per_sample: float = 0.5
+
+    @property
+    def origin(self) -> str:
+        if self.builtin:
+            return f"built-in {self.builtin}"
+        if self.cls:
+            return f"class {self.cls}"
+        return f"VLMEvalKit {self.vlmeval_name}"
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    category: str = "Custom"
+    kind: str = "MCQ"
+    metric: str | None = None
+    samples: int = 1000
+    since_vlmeval: str | None = None
+    builtin: str | None = None
+    tsv: Path | None = None
+    experimental: bool = False
+
+
+@dataclass(frozen=True)
+class Catalog:
+    envs: dict[str, Env]
+    models: dict[str, Model]
+    benchmarks: dict[str, Benchmark]
+    addons: dict[str, Addon]
+    sources: tuple[Path, ...] = ()
+
+    def env(self, name: str) -> Env:
+        if name not in self.envs:
+            raise SpectravenvError(
+                f"unknown env {name!r}{did_you_mean(name, self.envs)}; "
+                f"known envs: {', '.join(sorted(self.envs))}"
+            )
+        return self.envs[name]
+
+    def model(self, name: str) -> Model:
+        if name not in self.models:
+            raise SpectravenvError(
+                f"unknown model {name!r}{did_you_mean(name, self.models)}; "
+                "`spectravenv models` lists them"
+            )
+        return self.models[name]
+
+    def benchmark(self, name: str) -> Benchmark:
+        if name not in self.benchmarks:
+            raise SpectravenvError(
+                f"unknown benchmark {name!r}{did_you_mean(name, self.benchmarks)}; "
+                "`spectravenv benchmarks` lists them"
+            )
+        return self.benchmarks[name]
+
+    def classify(self, names: list[str]) -> tuple[list[str], list[str]]:
+        """Split free names into (models, benchmarks); unknown or ambiguous names are errors."""
+        models: list[str] = []
+        benchmarks: list[str] = []
+        for name in names:
+            is_model, is_bench = name in self.models, name in self.benchmarks
+            if is_model and is_bench:
+                raise SpectravenvError(
+                    f"{name!r} is both a model and a benchmark; say which with -m/--model or -d/--data"
+                )
+            if is_model:
+                models.append(name)
+            elif is_bench:
+                benchmarks.append(name)
+            else:
+                every = list(self.models) + list(self.benchmarks)
+                raise SpectravenvError(
+                    f"{name!r} is neither a known model nor a benchmark{did_you_mean(name, every)}; "
+                    "`spectravenv models` and `spectravenv benchmarks` list them"
+                )
+        return models, benchmarks
+
+    def models_of_env(self, env: str) -> list[str]:
+        return sorted(m.name for m in self.models.values() if m.env == env)
+
+
+# ---- loading -----------------------------------------------------------------------------------
+
+_ENV_KEYS = {
+    "python": str,
+    "transformers": str,
+    "lock": str,
+    "source": str,
+    "overrides": str,
+    "platform": str,
+    "exclude_newer": str,
+    "description": str,
+    "verify": list,
+}
+_ADDON_KEYS = {"env": str, "source": str, "description": str}
+_MODEL_KEYS = {
+    "env": str,
+    "family": str,
+    "gpu_memory_gb": (int, float),
+    "gpus": int,
+    "cpu": bool,
+    "vlmeval_name": str,
+    "class": str,
+    "builtin": str,
+    "kwargs": dict,
+    "model_path": str,
+    "addons": list,
+    "load_seconds": (int, float),
+    "seconds_per_sample": (int, float),
+}
+_BENCH_KEYS = {
+    "category": str,
+    "kind": str,
+    "metric": str,
+    "samples": int,
+    "since_vlmeval": str,
+    "builtin": str,
+    "tsv": str,
+    "experimental": bool,
+}
+_SECTIONS = {
+    "envs": _ENV_KEYS,
+    "addons": _ADDON_KEYS,
+    "models": _MODEL_KEYS,
+    "benchmarks": _BENCH_KEYS,
+}
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise SpectravenvError(f"{path}: not valid TOML ({e}); fix or remove the file") from None
+    except OSError as e:
+        raise SpectravenvError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _check_entries(
+    path: Path, data: dict[str, Any], base: Path
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Validate a file's tables and keys; a typo is an error, never silently ignored."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for section, entries in data.items():
+        if section not in _SECTIONS:
+            raise SpectravenvError(
+                f"{path}: unknown table [{section}]{did_you_mean(section, _SECTIONS)}; "
+                f"expected one of {', '.join(f'[{s}.NAME]' for s in _SECTIONS)}"
+            )
+        if not isinstance(entries, dict):
+            raise SpectravenvError(f"{path}: [{section}] must hold tables like [{section}.NAME]")
+        allowed = _SECTIONS[section]
+        for name, fields in entries.items():
+            if not isinstance(fields, dict):
+                raise SpectravenvError(f"{path}: {section}.{name} must be a table")
+            for key, value in fields.items():
+                if key not in allowed:
+                    raise SpectravenvError(
+                        f"{path}: {section}.{name} has unknown key {key!r}"
+                        f"{did_you_mean(key, allowed)}"
+                    )
+                expected = allowed[key]
+                if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                    kind = getattr(expected, "__name__", "number")
+                    raise SpectravenvError(
+                        f"{path}: {section}.{name}.{key} must be a {kind}, not {value!r}"
+                    )
+            out.setdefault(section, {})[name] = {**fields, "__dir__": base}
+    return out
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def _build_env(name: str, f: dict[str, Any]) -> Env:
+    for key in ("python", "transformers", "lock"):
+        if key not in f:
+            raise SpectravenvError(f"env {name!r} needs a {key!r} key in its catalog entry")
+    base = f["__dir__"]
+
+    def opt(key: str) -> Path | None:
+        return _resolve(base, f[key]) if key in f else None
+
+    return Env(
+        name=name,
+        python=f["python"],
+        transformers=f["transformers"],
+        lock=_resolve(base, f["lock"]),
+        source=opt("source"),
+        overrides=opt("overrides"),
+        platform=f.get("platform", "x86_64-manylinux_2_28"),
+        exclude_newer=f.get("exclude_newer"),
+        description=f.get("description", ""),
+        verify=tuple(f.get("verify", ("transformers", "vlmeval"))),
+    )
+
+
+def _build_model(name: str, f: dict[str, Any]) -> Model:
+    if "env" not in f:
+        raise SpectravenvError(f"model {name!r} needs an 'env' key (e.g. env = \"tf437\")")
+    kwargs = dict(f.get("kwargs", {}))
+    if "model_path" in f:
+        # A local checkpoint is resolved against the config file; a hub id ("org/name") is kept.
+        mp = f["model_path"]
+        local = mp.startswith(("/", ".", "~"))
+        kwargs["model_path"] = str(_resolve(f["__dir__"], mp)) if local else mp
+    cls, builtin = f.get("class"), f.get("builtin")
+    return Model(
+        name=name,
+        env=f["env"],
+        family=f.get("family", ""),
+        gpu_memory_gb=float(f.get("gpu_memory_gb", 24.0)),
+        gpus=f.get("gpus", 1),
+        cpu=f.get("cpu", False),
+        # A plain catalog model is a VLMEvalKit supported_VLM name unless it says otherwise.
+        vlmeval_name=None if (cls or builtin) else f.get("vlmeval_name", name),
+        cls=cls,
+        builtin=builtin,
+        kwargs=kwargs,
+        addons=tuple(f.get("addons", ())),
+        load_seconds=float(f.get("load_seconds", 60.0)),
+        seconds_per_sample=float(f.get("seconds_per_sample", 0.5)),
+    )
+
+
+def _build_benchmark(name: str, f: dict[str, Any]) -> Benchmark:
+    return Benchmark(
+        name=name,
+        category=f.get("category", "Custom"),
+        kind=f.get("kind", "MCQ"),
+        metric=f.get("metric"),
+        samples=f.get("samples", 1000),
+        since_vlmeval=f.get("since_vlmeval"),
+        builtin=f.get("builtin"),
+        tsv=_resolve(f["__dir__"], f["tsv"]) if "tsv" in f else None,
+        experimental=f.get("experimental", False),
+    )
+
+
+def _merge(
+    files: list[tuple[Path, dict[str, Any], Path]],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    merged: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in _SECTIONS}
+    for path, data, base in files:
+        for section, entries in _check_entries(path, data, base).items():
+            for name, fields in entries.items():
+                # An override keeps the fields it does not mention, but paths it gives are
+                # relative to its own file.
+                merged[section][name] = {**merged[section].get(name, {}), **fields}
+    return merged
+
+
+def load(paths: Paths) -> Catalog:
+    # Paths in the shipped catalog (lock, source, overrides) are relative to the shipped locks/;
+    # paths in a user's file are relative to that file's folder.
+    files = [(p, _read_toml(p), SHIPPED_LOCKS) for p in sorted(CATALOG_DIR.glob("*.toml"))]
+    user = [p.resolve() for p in paths.config_files if p.is_file()]
+    files += [(p, _read_toml(p), p.parent) for p in user]
+    merged = _merge(files)
+
+    envs = {n: _build_env(n, f) for n, f in merged["envs"].items()}
+    addons = {
+        n: Addon(n, f.get("env", ""), f.get("source", ""), f.get("description", ""))
+        for n, f in merged["addons"].items()
+    }
+    models = {n: _build_model(n, f) for n, f in merged["models"].items()}
+    benchmarks = {n: _build_benchmark(n, f) for n, f in merged["benchmarks"].items()}
+
+    for m in models.values():
+        if m.env not in envs:
+            raise SpectravenvError(
+                f"model {m.name!r} names env {m.env!r}, which is not in the catalog"
+                f"{did_you_mean(m.env, envs)}"
+            )
+        for a in m.addons:
+            if a not in addons:
+                raise SpectravenvError(f"model {m.name!r} names unknown add-on {a!r}")
+    return Catalog(envs, models, benchmarks, addons, tuple(user))

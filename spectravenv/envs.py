@@ -1,0 +1,441 @@
+"""Where models run: one immutable, hash-keyed virtualenv per catalog env, built with uv.
+
+An env's folder is `<home>/envs/<name>-<key>`, where the key hashes everything that defines it
+(lock bytes, Python version, transformers pin, build recipe). A changed lock therefore gives a new
+folder; nothing is ever upgraded in place. A build happens in a temporary folder under a file lock,
+is verified, gets its marker, and only then is renamed into place: the rename is the commit point,
+so a build killed at any moment leaves nothing that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+from . import locks, procs
+from .catalog import Addon, Catalog, Env
+from .errors import SpectravenvError
+from .paths import RUNNERS_DIR, Paths
+from .uvtool import uv_cmd, uv_env
+
+MARKER = ".spectravenv-env.json"
+RECIPE = 1  # bump when the build steps change, so old envs are rebuilt rather than trusted
+NETWORK_FILESYSTEMS = {"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3", "ceph", "panfs"}
+
+Reporter = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class EnvState:
+    env: Env
+    key: str
+    path: Path
+    state: str  # ready | missing | stale | broken
+    marker: dict[str, Any] | None
+    reason: str = ""
+
+    @property
+    def python(self) -> Path:
+        return self.path / "bin" / "python"
+
+
+def env_key(env: Env) -> str:
+    """Hash of everything that defines an env's contents."""
+    if not env.lock.is_file():
+        locks.read(env.lock, env.name)  # raises the one-line "missing lock" error
+    lock_bytes = env.lock.read_bytes()
+    h = hashlib.sha256()
+    h.update(f"recipe={RECIPE}\npython={env.python}\ntransformers={env.transformers}\n".encode())
+    h.update(f"verify={','.join(env.verify)}\n".encode())
+    h.update(lock_bytes)
+    return h.hexdigest()[:16]
+
+
+def env_dir(paths: Paths, env: Env, key: str) -> Path:
+    return paths.envs / f"{env.name}-{key}"
+
+
+def _read_marker(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((path / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def status(env: Env, paths: Paths) -> EnvState:
+    """Inspect an env without calling uv or starting its Python: cheap enough for every command."""
+    key = env_key(env)
+    final = env_dir(paths, env, key)
+    if final.is_dir():
+        marker = _read_marker(final)
+        if marker is None or marker.get("key") != key:
+            return EnvState(env, key, final, "broken", marker, "marker missing or wrong")
+        if not (final / "bin" / "python").exists():
+            # The interpreter it was made from has gone (a Python upgrade, a removed pyenv).
+            return EnvState(env, key, final, "broken", marker, "its Python interpreter is gone")
+        return EnvState(env, key, final, "ready", marker)
+    older = [p for p in _env_folders(paths, env.name) if p != final]
+    if older:
+        newest = max(older, key=lambda p: p.stat().st_mtime)
+        return EnvState(
+            env,
+            key,
+            final,
+            "stale",
+            _read_marker(newest),
+            f"built from an older lock: {newest.name}",
+        )
+    return EnvState(env, key, final, "missing", None)
+
+
+def _env_folders(paths: Paths, name: str) -> list[Path]:
+    if not paths.envs.is_dir():
+        return []
+    return [p for p in paths.envs.glob(f"{name}-*") if p.is_dir() and len(p.name) == len(name) + 17]
+
+
+# ---- locking -----------------------------------------------------------------------------------
+
+
+def _filesystem_type(path: Path) -> str:
+    """The type of the mount holding `path`, from /proc/mounts (longest matching mount point)."""
+    best, fstype = "", ""
+    try:
+        target = str(path.resolve())
+        for line in Path("/proc/mounts").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3:
+                mnt = parts[1].replace("\\040", " ")
+                inside = target == mnt or target.startswith(mnt.rstrip("/") + "/")
+                if inside and len(mnt) > len(best):
+                    best, fstype = mnt, parts[2]
+    except OSError:
+        pass
+    return fstype
+
+
+def lock_for(paths: Paths, name: str) -> filelock.BaseFileLock:
+    """A kernel lock on local disks; an O_EXCL lock file where flock is unreliable (NFS, Lustre).
+
+    `SPECTRAVENV_LOCK=soft|kernel` overrides the guess.
+    """
+    paths.build_locks.mkdir(parents=True, exist_ok=True)
+    mode = os.environ.get("SPECTRAVENV_LOCK", "").lower()
+    if mode not in ("soft", "kernel"):
+        fs = _filesystem_type(paths.build_locks)
+        mode = "soft" if fs in NETWORK_FILESYSTEMS or fs.startswith("fuse") else "kernel"
+    cls = filelock.SoftFileLock if mode == "soft" else filelock.FileLock
+    return cls(str(paths.build_locks / f"{name}.lock"))
+
+
+@contextlib.contextmanager
+def _holding(lock: filelock.BaseFileLock, what: str, report: Reporter) -> Iterator[None]:
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        report(f"waiting for another spectravenv process that is building {what} ...")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+# ---- building ----------------------------------------------------------------------------------
+
+
+def find_python(spec: str, paths: Paths) -> Path:
+    """An interpreter for `spec` ("3.10"): what uv finds, else a pyenv install of that version."""
+    proc = procs.run(uv_cmd("python", "find", spec), env=uv_env(paths), timeout=120)
+    if proc.returncode == 0 and proc.stdout.strip():
+        return Path(proc.stdout.strip().splitlines()[-1])
+    # pyenv shims answer for one version at a time and make uv's discovery fail; its real
+    # interpreters are plain folders.
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates = sorted(
+        pyenv_root.glob(f"versions/{spec}.*/bin/python{spec}"),
+        key=lambda p: [int(x) if x.isdigit() else 0 for x in p.parts[-3].split(".")],
+    )
+    if (pyenv_root / "versions" / spec / "bin" / f"python{spec}").exists():
+        candidates.append(pyenv_root / "versions" / spec / "bin" / f"python{spec}")
+    if candidates:
+        return candidates[-1]
+    raise SpectravenvError(
+        f"Python {spec} not found: install it (`uv python install {spec}`, pyenv or your "
+        f"cluster's module system), or allow uv to download it (UV_PYTHON_DOWNLOADS=automatic)"
+    )
+
+
+def _no_space(e: OSError | str) -> bool:
+    return (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left" in str(e)
+
+
+def _space_error(paths: Paths) -> SpectravenvError:
+    return SpectravenvError(
+        f"no space left on the device holding {paths.home}; free some (`spectravenv gc`) or point "
+        "SPECTRAVENV_HOME at a bigger filesystem"
+    )
+
+
+def _sync_error(env: Env, stderr: str, paths: Paths) -> SpectravenvError:
+    if _no_space(stderr):
+        return _space_error(paths)
+    text = " ".join(stderr.split())
+    if "Hash mismatch" in text or "hash mismatch" in text:
+        # uv: "Hash mismatch for `six==1.16.0`" (wording has varied; fall back to the line).
+        m = re.search(r"[Hh]ash mismatch for `([^`]+)`", text)
+        pkg = m.group(1) if m else "a package"
+        return SpectravenvError(
+            f"env {env.name!r}: the index served {pkg} with a sha256 that is not in "
+            f"{env.lock.name}; the lock is wrong or the file was tampered with. Nothing was "
+            f"changed; re-lock with `spectravenv lock {env.name}` if the new file is trusted"
+        )
+    return SpectravenvError(f"env {env.name!r}: uv failed: {locks._uv_error_line(stderr)}")
+
+
+VERIFY_SCRIPT = RUNNERS_DIR / "env_probe.py"
+
+
+def _verify(env: Env, python: Path) -> dict[str, Any]:
+    proc = procs.run([python, VERIFY_SCRIPT, *env.verify], env=_child_env(), timeout=900)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SpectravenvError(f"env {env.name!r} was built but does not work: {last}")
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = info["versions"].get("transformers")
+    if "transformers" in env.verify and got != env.transformers:
+        raise SpectravenvError(
+            f"env {env.name!r} has transformers {got}, but the catalog says {env.transformers}; "
+            f"fix the catalog or re-lock with `spectravenv lock {env.name}`"
+        )
+    return info
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # VLMEvalKit imports litellm offline
+    return env
+
+
+def _build(env: Env, key: str, paths: Paths, report: Reporter) -> None:
+    packages = locks.read(env.lock, env.name)
+    final = env_dir(paths, env, key)
+    tmp = paths.envs / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    python = find_python(env.python, paths)
+    report(f"building env {env.name} ({len(packages)} packages, Python {env.python}) ...")
+    started = time.monotonic()
+    uv = uv_env(paths)
+    try:
+        # --relocatable: scripts find their Python relative to themselves, so the rename below
+        # does not break them.
+        proc = procs.run(uv_cmd("venv", "--relocatable", "--python", python, tmp), env=uv)
+        if proc.returncode != 0:
+            raise _sync_error(env, proc.stderr, paths)
+        proc = procs.run(
+            uv_cmd("pip", "sync", "--python", tmp / "bin" / "python", "--require-hashes", env.lock),
+            env=uv,
+        )
+        if proc.returncode != 0:
+            raise _sync_error(env, proc.stderr, paths)
+        # Bytecode now, recorded under the final path (tracebacks then name real files), so no
+        # job pays for compiling `vlmeval` again. uv's --compile-bytecode would record tmp paths.
+        site = next((tmp / "lib").glob("python*/site-packages"))
+        procs.run(
+            [tmp / "bin" / "python", "-m", "compileall", "-q", "-q", "-j", "0",
+             "-s", tmp, "-p", final, site],
+            env=_child_env(),
+        )  # fmt: skip
+        info = _verify(env, tmp / "bin" / "python")
+        marker = {
+            "env": env.name,
+            "key": key,
+            "lock": str(env.lock),
+            "lock_sha256": locks.digest(env.lock),
+            "python": info["python"],
+            "versions": info["versions"],
+            "packages": len(packages),
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "build_seconds": round(time.monotonic() - started, 1),
+        }
+        _write_json(tmp / MARKER, marker)
+        os.rename(tmp, final)
+    except OSError as e:
+        if _no_space(e):
+            raise _space_error(paths) from None
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    report(f"env {env.name} ready in {time.monotonic() - started:.0f} s: {final}")
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def _check_home(paths: Paths) -> None:
+    try:
+        paths.envs.mkdir(parents=True, exist_ok=True)
+        probe = paths.envs / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        if _no_space(e):
+            raise _space_error(paths) from None
+        raise SpectravenvError(
+            f"SPECTRAVENV_HOME {paths.home} is not writable ({e.strerror}); set SPECTRAVENV_HOME "
+            "to a folder you can write"
+        ) from None
+
+
+def ensure(env: Env, paths: Paths, report: Reporter = _quiet) -> EnvState:
+    """Return the env ready to use, building it first if needed. Safe across processes."""
+    st = status(env, paths)
+    if st.state == "ready":
+        return st
+    _check_home(paths)
+    with _holding(lock_for(paths, f"env-{env.name}-{st.key}"), f"env {env.name}", report):
+        st = status(env, paths)  # someone may have finished it while we waited
+        if st.state == "ready":
+            report(f"env {env.name} is ready (built by another process)")
+            return st
+        if st.state == "broken":
+            report(f"env {env.name} at {st.path} is broken ({st.reason}); rebuilding")
+            _remove(st.path)
+        # Left-overs of builds of this very key were killed: we hold its lock.
+        for leftover in paths.envs.glob(f".tmp-{st.path.name}-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        _build(env, st.key, paths, report)
+    return status(env, paths)
+
+
+def _remove(path: Path) -> None:
+    """Delete a folder so that a crash half-way never leaves something that looks intact."""
+    trash = path.with_name(f".trash-{path.name}-{os.getpid()}")
+    os.rename(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+# ---- add-ons (git-only packages) ---------------------------------------------------------------
+
+
+def addon_dir(addon: Addon, env_state: EnvState, paths: Paths) -> Path:
+    h = hashlib.sha256(f"{addon.source}\n{env_state.key}".encode()).hexdigest()[:16]
+    return paths.addons / f"{addon.name}-{h}"
+
+
+def ensure_addon(
+    addon: Addon, env_state: EnvState, paths: Paths, report: Reporter = _quiet
+) -> Path:
+    """Install a commit-pinned git package into its own folder, outside the env (no deps)."""
+    final = addon_dir(addon, env_state, paths)
+    if (final / MARKER).exists():
+        return final
+    paths.addons.mkdir(parents=True, exist_ok=True)
+    with _holding(lock_for(paths, f"addon-{final.name}"), f"add-on {addon.name}", report):
+        if (final / MARKER).exists():
+            return final
+        tmp = paths.addons / f".tmp-{final.name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        report(f"installing add-on {addon.name} from {addon.source} ...")
+        proc = procs.run(
+            uv_cmd("pip", "install", "--python", env_state.python, "--no-deps",
+                   "--target", tmp, addon.source),
+            env=uv_env(paths),
+        )  # fmt: skip
+        if proc.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise SpectravenvError(
+                f"add-on {addon.name} could not be installed from {addon.source}: "
+                f"{locks._uv_error_line(proc.stderr)} (offline? pre-build it on a node with "
+                "network access with `spectravenv sync`)"
+            )
+        _write_json(tmp / MARKER, {"addon": addon.name, "source": addon.source})
+        os.rename(tmp, final)
+    return final
+
+
+# ---- inventory and garbage collection ----------------------------------------------------------
+
+
+def disk_usage(folders: list[Path], seen: set[tuple[int, int]] | None = None) -> int:
+    """Bytes on disk, counting each hardlinked file once (uv links envs to its cache)."""
+    seen = set() if seen is None else seen
+    total = 0
+    stack = [f for f in folders if f.exists()]
+    while stack:
+        with contextlib.suppress(OSError), os.scandir(stack.pop()) as it:
+            for entry in it:
+                st = entry.stat(follow_symlinks=False)
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_blocks * 512
+    return total
+
+
+def referenced_folders(catalog: Catalog, paths: Paths) -> set[Path]:
+    keep = set()
+    for env in catalog.envs.values():
+        with contextlib.suppress(SpectravenvError, OSError):
+            keep.add(env_dir(paths, env, env_key(env)))
+    return keep
+
+
+def garbage(catalog: Catalog, paths: Paths) -> list[Path]:
+    """Env folders no catalog lock references any more, and left-overs of dead builds."""
+    if not paths.envs.is_dir():
+        return []
+    keep = referenced_folders(catalog, paths)
+    out = []
+    for p in sorted(paths.envs.iterdir()):
+        if p.name.startswith((".tmp-", ".trash-")) or (p.is_dir() and p not in keep):
+            out.append(p)
+    return out
+
+
+def collect(catalog: Catalog, paths: Paths, report: Reporter = _quiet) -> list[Path]:
+    removed = []
+    for p in garbage(catalog, paths):
+        lock = None
+        if not p.name.startswith(".trash-"):
+            # An env folder and the temporary folder of its build share the build's lock, so a
+            # build in progress (perhaps from another catalog) is never pulled from under it.
+            folder = (
+                p.name.removeprefix(".tmp-").rsplit("-", 1)[0]
+                if p.name.startswith(".tmp-")
+                else p.name
+            )
+            lock = lock_for(paths, f"env-{folder}")
+            try:
+                lock.acquire(timeout=0)
+            except filelock.Timeout:
+                report(f"skipping {p.name}: a build is using it")
+                continue
+        try:
+            _remove(p) if p.is_dir() else p.unlink()
+            removed.append(p)
+        finally:
+            if lock is not None:
+                lock.release()
+    return removed

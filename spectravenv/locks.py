@@ -1,0 +1,151 @@
+"""Lock files: compile them with uv, read and validate them, hash them."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import procs
+from .catalog import Env
+from .errors import SpectravenvError
+from .paths import Paths
+from .uvtool import uv_cmd, uv_env
+
+# "name==version \" followed by "--hash=sha256:..." continuation lines, as uv and pip-tools write.
+_REQ = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==(?P<version>[^\s;\\]+)")
+_HASH = re.compile(r"--hash=sha256:(?P<h>[0-9a-f]{64})\b")
+
+
+@dataclass(frozen=True)
+class LockedPackage:
+    name: str
+    version: str
+    hashes: tuple[str, ...]
+
+
+def normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def compile_command(env: Env, output: Path) -> list[str]:
+    """The exact `uv pip compile` call for an env: fixed Python, platform and resolution date."""
+    if env.source is None:
+        raise SpectravenvError(
+            f"env {env.name!r} has no 'source' (.in file) to compile a lock from"
+        )
+    cmd = uv_cmd(
+        "pip", "compile", env.source,
+        "--generate-hashes",
+        "--python-version", env.python,
+        "--python-platform", env.platform,
+        "--custom-compile-command", f"spectravenv lock {env.name}",
+        "--output-file", output,
+    )  # fmt: skip
+    if env.exclude_newer:
+        cmd += ["--exclude-newer", env.exclude_newer]
+    if env.overrides is not None:
+        cmd += ["--override", str(env.overrides)]
+    return cmd
+
+
+def compile_lock(env: Env, paths: Paths, *, upgrade: bool = False) -> Path:
+    """(Re)write `env.lock` from `env.source`; atomically, so a failed compile keeps the old lock."""
+    for need in (env.source, env.overrides):
+        if need is not None and not need.is_file():
+            raise SpectravenvError(f"env {env.name!r}: {need} does not exist")
+    tmp = env.lock.with_name(env.lock.name + ".new")
+    if env.lock.exists() and not upgrade:
+        # Start from the current pins so an unchanged .in gives an unchanged lock.
+        tmp.write_bytes(env.lock.read_bytes())
+    cmd = compile_command(env, tmp) + (["--upgrade"] if upgrade else [])
+    proc = procs.run(cmd, env=uv_env(paths), cwd=env.lock.parent)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise SpectravenvError(f"could not lock env {env.name!r}: {_uv_error_line(proc.stderr)}")
+    read(tmp, env.name)  # refuse to install a lock we could not read back
+    tmp.replace(env.lock)
+    return env.lock
+
+
+def _uv_error_line(stderr: str) -> str:
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for i, ln in enumerate(lines):
+        if ln.startswith(("error:", "×")):
+            rest = " ".join(lines[i : i + 3])
+            return rest.removeprefix("error:").strip()[:400]
+    return (lines[-1] if lines else "uv gave no message")[:400]
+
+
+def read(path: Path, env_name: str) -> list[LockedPackage]:
+    """Parse a hash-locked requirements file; anything unpinned or unhashed is refused."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpectravenvError(
+            f"lock file {path} for env {env_name!r} is missing; create it with "
+            f"`spectravenv lock {env_name}`"
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpectravenvError(f"cannot read lock file {path}: {e}") from None
+
+    packages: list[LockedPackage] = []
+    current: tuple[str, str, int] | None = None
+    hashes: list[str] = []
+
+    def finish() -> None:
+        if current is None:
+            return
+        name, version, lineno = current
+        if not hashes:
+            raise SpectravenvError(
+                f"{path}:{lineno}: {name}=={version} has no --hash; the lock is garbled, "
+                f"re-create it with `spectravenv lock {env_name}`"
+            )
+        packages.append(LockedPackage(normalize(name), version, tuple(hashes)))
+
+    # Join backslash continuations so each requirement is one logical line.
+    logical: list[tuple[int, str]] = []
+    buf, start = "", 0
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
+        if not buf:
+            start = lineno
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        buf += line
+        if buf.strip():
+            logical.append((start, buf.strip()))
+        buf = ""
+    for lineno, line in logical:
+        if line.startswith("--hash"):
+            hashes += _HASH.findall(line)
+            continue
+        if line.startswith("-"):
+            continue  # pip options such as --index-url
+        m = _REQ.match(line)
+        if not m:
+            raise SpectravenvError(
+                f"{path}:{lineno}: {line[:60]!r} is not a pinned requirement (name==version); "
+                f"the lock is garbled, re-create it with `spectravenv lock {env_name}`"
+            )
+        finish()
+        current, hashes = (m["name"], m["version"], lineno), _HASH.findall(line)
+    finish()
+    if not packages:
+        raise SpectravenvError(
+            f"lock file {path} for env {env_name!r} pins no package; "
+            f"re-create it with `spectravenv lock {env_name}`"
+        )
+    return packages
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def pinned(packages: list[LockedPackage], name: str) -> str | None:
+    want = normalize(name)
+    return next((p.version for p in packages if p.name == want), None)
