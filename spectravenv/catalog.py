@@ -182,6 +182,14 @@ _BENCH_KEYS = {
     "tsv": str,
     "experimental": bool,
 }
+_KIND_NAMES = {
+    str: "a string",
+    int: "an integer",
+    bool: "true or false",
+    list: "a list",
+    dict: "a table",
+    (int, float): "a number",
+}
 _SECTIONS = {
     "envs": _ENV_KEYS,
     "addons": _ADDON_KEYS,
@@ -225,11 +233,11 @@ def _check_entries(
                     )
                 expected = allowed[key]
                 if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                    kind = getattr(expected, "__name__", "number")
                     raise SpectravenvError(
-                        f"{path}: {section}.{name}.{key} must be a {kind}, not {value!r}"
+                        f"{path}: {section}.{name}.{key} must be {_KIND_NAMES[expected]}, "
+                        f"not {value!r}"
                     )
-            out.setdefault(section, {})[name] = {**fields, "__dir__": base}
+            out.setdefault(section, {})[name] = {**fields, "__dir__": base, "__file__": path}
     return out
 
 
@@ -241,7 +249,7 @@ def _resolve(base: Path, value: str) -> Path:
 def _build_env(name: str, f: dict[str, Any]) -> Env:
     for key in ("python", "transformers", "lock"):
         if key not in f:
-            raise SpectravenvError(f"env {name!r} needs a {key!r} key in its catalog entry")
+            raise SpectravenvError(f"{f['__file__']}: env {name!r} needs a {key!r} key")
     base = f["__dir__"]
 
     def opt(key: str) -> Path | None:
@@ -263,7 +271,9 @@ def _build_env(name: str, f: dict[str, Any]) -> Env:
 
 def _build_model(name: str, f: dict[str, Any]) -> Model:
     if "env" not in f:
-        raise SpectravenvError(f"model {name!r} needs an 'env' key (e.g. env = \"tf437\")")
+        raise SpectravenvError(
+            f"{f['__file__']}: model {name!r} needs an 'env' key (e.g. env = \"tf437\")"
+        )
     kwargs = dict(f.get("kwargs", {}))
     if "model_path" in f:
         # A local checkpoint is resolved against the config file; a hub id ("org/name") is kept.
@@ -330,15 +340,19 @@ def load(paths: Paths) -> Catalog:
         for n, f in merged["addons"].items()
     }
     models = {n: _build_model(n, f) for n, f in merged["models"].items()}
+    defined_in = {n: f["__file__"] for n, f in merged["models"].items()}
     benchmarks = {n: _build_benchmark(n, f) for n, f in merged["benchmarks"].items()}
 
     for m in models.values():
         if m.env not in envs:
             raise SpectravenvError(
-                f"model {m.name!r} names env {m.env!r}, which is not in the catalog"
+                f"{defined_in[m.name]}: model {m.name!r} names env {m.env!r}, which is not in "
+                "the catalog"
                 f"{did_you_mean(m.env, envs)}"
             )
         for a in m.addons:
             if a not in addons:
-                raise SpectravenvError(f"model {m.name!r} names unknown add-on {a!r}")
+                raise SpectravenvError(
+                    f"{defined_in[m.name]}: model {m.name!r} names unknown add-on {a!r}"
+                )
     return Catalog(envs, models, benchmarks, addons, tuple(user))

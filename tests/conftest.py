@@ -1,0 +1,99 @@
+"""Shared fixtures: a private SPECTRAVENV_HOME per test, one warm uv cache per machine, and the
+real `spectravenv` command run as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+DATA = TESTS / "data"
+REPO = TESTS.parent
+
+# uv's cache is shared by every test (and kept between runs) so the real downloads happen once;
+# it must be on the same filesystem as the test homes for hardlinks, hence next to them.
+SHARED_CACHE = Path(
+    os.environ.get("SPECTRAVENV_TEST_CACHE") or Path.home() / ".cache" / "spectravenv-tests"
+)
+
+
+def spectravenv_exe() -> list[str]:
+    exe = Path(sys.executable).with_name("spectravenv")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "spectravenv.cli"]
+
+
+@dataclass
+class Workspace:
+    """A working directory with the test catalog, a private home, and a CLI runner."""
+
+    cwd: Path
+    home: Path
+    env: dict[str, str]
+
+    def run(
+        self, *args: str, timeout: float = 900, check: bool | None = None, **kw
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [*spectravenv_exe(), *args],
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            **kw,
+        )
+        if check:
+            assert proc.returncode == 0, f"{args} failed:\n{proc.stdout}\n{proc.stderr}"
+        return proc
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*spectravenv_exe(), *args],
+            cwd=self.cwd,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+
+
+def base_env(home: Path) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SPECTRAVENV_", "CUDA_", "SLURM_"))
+    }
+    env.update(
+        SPECTRAVENV_HOME=str(home),
+        UV_CACHE_DIR=str(SHARED_CACHE / "uv-cache"),
+        XDG_CONFIG_HOME=str(home / "xdg-config"),
+        UV_PYTHON_DOWNLOADS=env.get("UV_PYTHON_DOWNLOADS", "never"),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    for name in ("spectravenv.toml", "tiny.in", "tiny.lock"):
+        shutil.copy(DATA / name, cwd / name)
+    return Workspace(cwd, tmp_path / "home", base_env(tmp_path / "home"))
+
+
+@pytest.fixture
+def make_ws(tmp_path: Path) -> Callable[[str], Workspace]:
+    def make(name: str) -> Workspace:
+        cwd = tmp_path / name
+        cwd.mkdir()
+        return Workspace(cwd, tmp_path / "home", base_env(tmp_path / "home"))
+
+    return make

@@ -1,0 +1,126 @@
+"""The catalog: shipped content, user overrides, name lookup and its errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spectravenv import catalog
+from spectravenv.errors import SpectravenvError
+from spectravenv.paths import SHIPPED_LOCKS, Paths
+
+SEED_433 = {"qwen_chat", "mPLUG-Owl2", "monkey-chat", "XComposer", "XComposer2"}
+SEED_437 = {"llava_v1.5_7b", "llava_v1.5_13b"}
+SEED_BENCHMARKS = """MMBench_DEV_EN TextVQA_VAL GQA_TestDev_Balanced MMMU_DEV_VAL DocVQA_VAL
+ChartQA_TEST InfoVQA_VAL OCRBench AI2D_TEST ScienceQA_VAL POPE HallusionBench MMStar RealWorldQA
+VisOnlyQA-VLMEvalKit VizWiz SEEDBench_IMG BLINK MMBench_DEV_KO SEEDBench_IMG_KO MME
+NaturalBenchDataset MMStar_KO CCOCR_MultiLanOcr_Korean""".split()
+
+
+def load(tmp_path: Path, user_toml: str | None = None, xdg_toml: str | None = None):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir(exist_ok=True)
+    xdg = tmp_path / "xdg"
+    if user_toml is not None:
+        (cwd / "spectravenv.toml").write_text(user_toml)
+    if xdg_toml is not None:
+        (xdg / "spectravenv").mkdir(parents=True, exist_ok=True)
+        (xdg / "spectravenv" / "spectravenv.toml").write_text(xdg_toml)
+    env = {"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(xdg)}
+    return catalog.load(Paths.from_env(env, cwd=cwd))
+
+
+def test_shipped_catalog_has_the_seed(tmp_path):
+    cat = load(tmp_path)
+    assert {n for n, m in cat.models.items() if m.env == "tf433"} >= SEED_433
+    assert {n for n, m in cat.models.items() if m.env == "tf437"} >= SEED_437
+    assert any(n.startswith("InternVL2-") and m.env == "tf437" for n, m in cat.models.items())
+    assert set(SEED_BENCHMARKS) <= set(cat.benchmarks)
+    assert cat.envs["tf437"].transformers == "4.37.2"
+    assert cat.envs["tf433"].transformers.startswith("4.33.")
+    for env in cat.envs.values():
+        assert env.lock.parent == SHIPPED_LOCKS
+        assert env.exclude_newer, "a lock without a resolution date cannot be re-made exactly"
+    for b in SEED_BENCHMARKS:
+        assert cat.benchmarks[b].kind in {"MCQ", "VQA", "Y/N", "OCR"}
+    # Every model needs a GPU except the demo, which is marked CPU-capable.
+    assert [m.name for m in cat.models.values() if m.cpu] == ["demo-tiny-llava"]
+
+
+def test_user_file_adds_and_overrides(tmp_path):
+    (tmp_path / "ckpt").mkdir()
+    cat = load(
+        tmp_path,
+        user_toml="""
+[models.qwen_chat]
+gpu_memory_gb = 20
+
+[models.my-llava]
+env = "tf437"
+class = "LLaVA"
+model_path = "../ckpt"
+
+[models.hub-model]
+env = "tf437"
+class = "LLaVA"
+model_path = "org/some-model"
+
+[benchmarks.MyBench]
+tsv = "data/my.tsv"
+kind = "MCQ"
+""",
+    )
+    q = cat.models["qwen_chat"]
+    assert q.gpu_memory_gb == 20 and q.env == "tf433"  # other fields kept
+    mine = cat.models["my-llava"]
+    assert mine.cls == "LLaVA" and mine.vlmeval_name is None
+    assert Path(mine.kwargs["model_path"]) == (tmp_path / "ckpt").resolve()
+    assert cat.models["hub-model"].kwargs["model_path"] == "org/some-model"
+    assert cat.benchmarks["MyBench"].tsv == (tmp_path / "cwd" / "data" / "my.tsv").resolve()
+
+
+def test_working_directory_file_wins_over_user_config(tmp_path):
+    cat = load(
+        tmp_path,
+        xdg_toml="[models.qwen_chat]\ngpu_memory_gb = 10\ngpus = 2\n",
+        user_toml="[models.qwen_chat]\ngpu_memory_gb = 30\n",
+    )
+    assert cat.models["qwen_chat"].gpu_memory_gb == 30
+    assert cat.models["qwen_chat"].gpus == 2
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        (
+            "[models.x]\nenv = 'tf437'\ngpu_mem = 3\n",
+            "unknown key 'gpu_mem' (did you mean: gpu_memory_gb",
+        ),
+        ("[model.x]\nenv = 'tf437'\n", "unknown table [model] (did you mean: models"),
+        ("[models.x]\nenv = 'tf999'\n", "names env 'tf999', which is not in the catalog"),
+        ("[models.x]\ngpus = 2\n", "needs an 'env' key"),
+        ("[models.x]\nenv = 'tf437'\ngpus = 'two'\n", "gpus must be an integer"),
+        ("[models.x\n", "not valid TOML"),
+    ],
+)
+def test_bad_user_file_is_one_clear_error(tmp_path, toml, message):
+    with pytest.raises(SpectravenvError, match="spectravenv.toml") as e:
+        load(tmp_path, user_toml=toml)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_classify_names_and_suggestions(tmp_path):
+    cat = load(tmp_path)
+    models, benches = cat.classify(["qwen_chat", "MMBench_DEV_EN", "llava_v1.5_7b", "POPE"])
+    assert models == ["qwen_chat", "llava_v1.5_7b"] and benches == ["MMBench_DEV_EN", "POPE"]
+    with pytest.raises(SpectravenvError, match=r"did you mean: MMBench_DEV_EN"):
+        cat.classify(["MMBench_DEV_E"])
+    with pytest.raises(SpectravenvError, match=r"did you mean: qwen_chat"):
+        cat.classify(["Qwen_Chat"])
+
+
+def test_ambiguous_name_asks_for_explicit_option(tmp_path):
+    cat = load(tmp_path, user_toml="[benchmarks.qwen_chat]\ntsv = 'x.tsv'\n")
+    with pytest.raises(SpectravenvError, match="both a model and a benchmark"):
+        cat.classify(["qwen_chat"])
