@@ -193,6 +193,61 @@ def gc(dry_run: bool) -> None:
     click.echo(f"freed about {size(freed)}")
 
 
+# ---- evaluation --------------------------------------------------------------------------------
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if value[-1:].lower() in units:
+            seconds = float(value[:-1]) * units[value[-1].lower()]
+        else:
+            seconds = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a duration like 90, 30m or 2h") from None
+    if seconds <= 0:
+        raise click.BadParameter("must be positive")
+    return seconds
+
+
+@cli.command(name="eval")
+@click.argument("names", nargs=-1)
+@click.option("-m", "--model", "models", multiple=True, help="A model (repeatable).")
+@click.option("-d", "--data", "data", multiple=True, help="A benchmark (repeatable).")
+@click.option("--limit", type=int, help="Evaluate N samples per benchmark (the same N for every model, spread over categories).")
+@click.option("--gpus", help="Use only these GPUs: indices as this process sees them (e.g. 0,2) or UUIDs.")
+@click.option("--output-dir", type=click.Path(path_type=__import__("pathlib").Path), default="outputs", show_default=True)
+@click.option("--run-name", help="Name of the run folder (default: a timestamp). An existing run of that name is continued.")
+@click.option("--judge", help="VLMEvalKit judge for answer matching  [default: exact_matching, needs no API key]")
+@click.option("--env-file", type=click.Path(path_type=__import__("pathlib").Path), help="KEY=VALUE secrets for the child processes only  [default: ./.env if present]")
+@click.option("--dry-run", is_flag=True, help="Print the plan (jobs, envs, GPUs, what is done) and start nothing.")
+@click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[RUN_DIR]", help="Continue a run (default: the latest in --output-dir); finished pairs are skipped.")
+@click.option("--timeout", callback=_duration, help="Stop a job that runs longer than this (e.g. 90m, 2h).")
+@click.option("--seed", type=int, help="Seed for choosing the --limit samples  [default: 0]")
+def eval_cmd(names, models, data, limit, gpus, output_dir, run_name, judge, env_file, dry_run, resume, timeout, seed) -> None:  # noqa: ANN001
+    """Evaluate models on benchmarks, each model in its env, on the GPUs it gets.
+
+    NAMES are models and benchmarks in any order, e.g.
+    `spectravenv eval qwen_chat llava_v1.5_7b MMBench_DEV_EN TextVQA_VAL` runs the 2x2 matrix.
+    """
+    from pathlib import Path
+
+    from .evaluation import EvalRequest, evaluate
+
+    paths, cat = _context()
+    req = EvalRequest(
+        names=list(names), models=list(models), data=list(data), limit=limit, gpus=gpus,
+        output_dir=output_dir, run_name=run_name, judge=judge,
+        env_file=env_file or Path(".env"), env_file_given=env_file is not None,
+        dry_run=dry_run, resume=resume, timeout=timeout, seed=seed,
+        argv=["spectravenv", *sys.argv[1:]],
+    )  # fmt: skip
+    code = evaluate(req, paths, cat, sys.stdout, sys.stderr)
+    sys.exit(code)
+
+
 def main() -> None:
     cli(prog_name="spectravenv")
 

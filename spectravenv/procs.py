@@ -11,8 +11,10 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 import psutil
 
@@ -57,44 +59,58 @@ def spawn(
     log: Path,
     env: Mapping[str, str],
     cwd: Path | None = None,
-) -> psutil.Popen:
-    """Start a supervised child in its own session, its stdout and stderr appended to `log`.
+    redact: Callable[[str], str] = lambda s: s,
+) -> tuple[psutil.Popen, threading.Thread]:
+    """Start a supervised child in its own session; its output goes, redacted, to `log`.
 
     Its own session means a Ctrl-C at the terminal reaches only us; we then stop the children in
-    order, rather than racing them.
+    order, rather than racing them. The output passes through us (not straight into the file) so
+    that a secret the child prints never reaches the disk.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        return psutil.Popen(
-            [str(c) for c in cmd],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=dict(env),
-            cwd=cwd,
-            start_new_session=True,
-        )
+    proc = psutil.Popen(
+        [str(c) for c in cmd],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=dict(env),
+        cwd=cwd,
+        start_new_session=True,
+    )
+    pump = threading.Thread(target=_pump, args=(proc.stdout, log, redact), daemon=True)
+    pump.start()
+    return proc, pump
 
 
-def stop_tree(proc: psutil.Process, grace: float = 10.0) -> None:
-    """Stop a process and every descendant: SIGINT, then SIGTERM, then SIGKILL."""
-    try:
-        family = [proc, *proc.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    for sig, wait in ((signal.SIGINT, grace / 2), (signal.SIGTERM, grace / 2), (signal.SIGKILL, 5)):
+def _pump(stream: IO[bytes], log: Path, redact: Callable[[str], str]) -> None:
+    with log.open("ab") as out, stream:
+        for raw in iter(stream.readline, b""):
+            out.write(redact(raw.decode("utf-8", "replace")).encode())
+            out.flush()
+
+
+def stop_trees(procs: Sequence[psutil.Process], grace: float = 10.0) -> None:
+    """Stop processes and all their descendants: SIGINT, then SIGTERM, then SIGKILL.
+
+    All trees are signalled together, so stopping eight jobs takes one grace period, not eight.
+    """
+    family: list[psutil.Process] = []
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            family += [p, *p.children(recursive=True)]
+    for sig, wait in ((signal.SIGINT, grace / 2), (signal.SIGTERM, grace / 2), (signal.SIGKILL, 5.0)):
+        # Grandchildren born since the last round join before each escalation.
+        for p in list(family):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                family += [c for c in p.children(recursive=True) if c not in family]
         alive = []
         for p in family:
-            try:
-                # Late-born grandchildren join the list before each escalation.
-                alive += [c for c in p.children(recursive=True) if c not in family]
+            with contextlib.suppress(psutil.NoSuchProcess):
                 p.send_signal(sig)
                 alive.append(p)
-            except psutil.NoSuchProcess:
-                pass
         _, family = psutil.wait_procs(alive, timeout=wait)
         if not family:
             break
-    # Reap the direct child so it does not linger as a zombie.
-    with contextlib.suppress(psutil.TimeoutExpired, psutil.NoSuchProcess, ChildProcessError):
-        proc.wait(timeout=1)
+    for p in procs:  # reap direct children so none lingers as a zombie
+        with contextlib.suppress(psutil.TimeoutExpired, psutil.NoSuchProcess, ChildProcessError):
+            p.wait(timeout=1)

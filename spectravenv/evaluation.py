@@ -1,0 +1,265 @@
+"""`spectravenv eval`: names -> plan -> envs -> launch -> results -> report, in that order.
+
+Everything that can be wrong with the request is found before an env is built or a process
+started; what finished is never lost, so `--resume` (or the same command again) continues a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import __version__, envs, gpus, plan, rundir
+from . import secrets as secrets_mod
+from .catalog import Catalog
+from .errors import SpectravenvError
+from .launch import job as jobfiles
+from .launch.local import Display, Launch, run_plan
+from .paths import PACKAGE_DIR, Paths
+
+
+@dataclass
+class EvalRequest:
+    names: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    data: list[str] = field(default_factory=list)
+    limit: int | None = None
+    gpus: str | None = None
+    output_dir: Path = Path("outputs")
+    run_name: str | None = None
+    judge: str | None = None
+    env_file: Path = Path(".env")
+    env_file_given: bool = False
+    dry_run: bool = False
+    resume: str | None = None  # None: a new run; "": the latest run in output_dir; else a run dir
+    timeout: float | None = None
+    seed: int | None = None
+    nproc: int = 4
+    argv: list[str] = field(default_factory=list)
+
+
+DEFAULT_JUDGE = "exact_matching"
+
+
+def _matrix(req: EvalRequest, catalog: Catalog) -> tuple[list[str], list[str]]:
+    models, benchmarks = catalog.classify(req.names)
+    models += [catalog.model(m).name for m in req.models]
+    benchmarks += [catalog.benchmark(b).name for b in req.data]
+    return list(dict.fromkeys(models)), list(dict.fromkeys(benchmarks))
+
+
+def _choose_run(req: EvalRequest) -> tuple[rundir.RunDir, dict[str, Any] | None]:
+    out = req.output_dir
+    if out.exists() and not out.is_dir():
+        raise SpectravenvError(f"--output-dir {out} is a file; give a folder (default ./outputs)")
+    if req.resume is not None:
+        path = Path(req.resume) if req.resume else rundir.latest_run(out)
+        run = rundir.RunDir(path.absolute())
+        manifest = run.manifest()
+        if manifest is None:
+            raise SpectravenvError(f"{path} is not a spectravenv run (no run.json); nothing to resume")
+        return run, manifest
+    if req.run_name:
+        if "/" in req.run_name or req.run_name in (".", ".."):
+            raise SpectravenvError(f"--run-name {req.run_name!r} must be a plain folder name")
+        run = rundir.RunDir((out / req.run_name).absolute())
+        manifest = run.manifest()
+        if manifest is None and run.path.exists() and any(run.path.iterdir()):
+            raise SpectravenvError(
+                f"{run.path} exists and is not a spectravenv run; choose another --run-name"
+            )
+        return run, manifest  # same name again: continue that run
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path, n = out / stamp, 1
+    while path.exists():
+        n += 1
+        path = out / f"{stamp}-{n}"
+    return rundir.RunDir(path.absolute()), None
+
+
+def _settle(req: EvalRequest, manifest: dict[str, Any] | None, run: rundir.RunDir) -> dict[str, Any]:
+    """Limit, judge and seed of this run; a continued run must keep the ones it was made with."""
+    given = {"limit": req.limit, "judge": req.judge, "seed": req.seed}
+    if manifest is None:
+        return {"limit": req.limit, "judge": req.judge or DEFAULT_JUDGE, "seed": req.seed or 0}
+    settled = {k: manifest.get(k) for k in given}
+    for key, value in given.items():
+        if value is not None and value != settled[key]:
+            flag = f"--{key}"
+            raise SpectravenvError(
+                f"{run.path} was made with {flag} {settled[key]}, not {value}; predictions of "
+                f"different settings never mix: start a new run (another --run-name)"
+            )
+    return settled
+
+
+def _done_pairs(run: rundir.RunDir) -> set[tuple[str, str]]:
+    done = set()
+    for key, o in rundir.outcomes(run).items():
+        if o.status == "done" and all(Path(f).exists() for f in o.score_files):
+            done.add(key)
+    return done
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _git_revision() -> str | None:
+    from . import procs
+
+    try:
+        proc = procs.run(["git", "-C", PACKAGE_DIR.parent, "rev-parse", "HEAD"], timeout=5)
+    except SpectravenvError:
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def evaluate(req: EvalRequest, paths: Paths, catalog: Catalog, out: TextIO, err: TextIO) -> int:
+    def say(msg: str) -> None:
+        err.write(msg + "\n")
+        err.flush()
+
+    if req.limit is not None and req.limit <= 0:
+        raise SpectravenvError(f"--limit must be a positive number of samples, not {req.limit}")
+    models, benchmarks = _matrix(req, catalog)
+    run, manifest = _choose_run(req)
+    if manifest is not None and not models and not benchmarks:
+        models, benchmarks = list(manifest["models"]), list(manifest["benchmarks"])
+    if not models or not benchmarks:
+        missing = "model" if not models else "benchmark"
+        raise SpectravenvError(
+            f"no {missing} given; name at least one model and one benchmark, e.g. "
+            "`spectravenv eval demo-tiny-llava DemoMCQ`"
+        )
+    settings = _settle(req, manifest, run)
+    secrets = secrets_mod.load(req.env_file, required=req.env_file_given)
+
+    inventory = gpus.query()
+    pool = gpus.visible(inventory)
+    if req.gpus:
+        pool = gpus.select(pool, req.gpus)
+    done = _done_pairs(run) if manifest is not None else set()
+    the_plan = plan.build(catalog, models, benchmarks, pool, limit=settings["limit"], done=done)
+    states = {j.env.name: envs.status(j.env, paths) for j in the_plan.jobs}
+
+    if req.dry_run:
+        out.write(f"run folder: {run.path}" + (" (continuing)" if manifest else "") + "\n")
+        out.write(plan.format_plan(the_plan, {n: s.state for n, s in states.items()}) + "\n")
+        return 0
+    if not the_plan.todo:
+        say(f"all {len(models) * len(benchmarks)} pairs of {run.path} are already done")
+        return _finish(run, manifest or {}, catalog, out, interrupted=False)
+
+    # Build what is missing, before anything runs: one build per env, under its file lock.
+    ready = {name: envs.ensure(catalog.envs[name], paths, report=say) for name in states}
+    addon_dirs = {
+        j.id: [envs.ensure_addon(catalog.addons[a], ready[j.env.name], paths, report=say)
+               for a in j.model.addons]
+        for j in the_plan.todo
+    }  # fmt: skip
+
+    run.path.mkdir(parents=True, exist_ok=True)
+    manifest = _manifest(req, run, manifest, models, benchmarks, settings, inventory, pool, ready, secrets)
+    run.write_manifest(manifest)
+    job_files = {
+        j.id: jobfiles.write_job(
+            run, jobfiles.job_spec(j, run, paths, limit=settings["limit"], judge=settings["judge"],
+                                   seed=settings["seed"], nproc=req.nproc)
+        )
+        for j in the_plan.todo
+    }  # fmt: skip
+    import os
+
+    launch = Launch(
+        run=run,
+        job_files=job_files,
+        pythons={n: s.python for n, s in ready.items()},
+        addons=addon_dirs,
+        secrets=secrets,
+        paths_env=lambda g, a, t: jobfiles.child_env(os.environ, paths, secrets, g, a, t),
+        timeout=req.timeout,
+        requery=(lambda: gpus.query()) if inventory else None,
+    )
+    say(f"run folder: {run.path}")
+    with _stop_on_signals() as stop:
+        run_plan(the_plan, launch, Display(err), stop)
+        interrupted = stop.is_set()
+    if interrupted:
+        say("interrupted: running jobs were stopped; finished pairs are kept. "
+            f"Continue with: spectravenv eval --resume {run.path}")  # fmt: skip
+    return _finish(run, manifest, catalog, out, interrupted=interrupted)
+
+
+def _manifest(req, run, old, models, benchmarks, settings, inventory, pool, ready, secrets) -> dict[str, Any]:  # noqa: ANN001
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    attempts = list((old or {}).get("attempts", []))
+    attempts.append({"started": now, "command": secrets.redact(" ".join(req.argv))})
+    return {
+        "schema": 1,
+        "run": run.path.name,
+        "spectravenv": {"version": __version__, "git_revision": _git_revision()},
+        "command": secrets.redact(" ".join(req.argv)),
+        "attempts": attempts,
+        "started": (old or {}).get("started", now),
+        "finished": None,
+        "status": "running",
+        "host": socket.gethostname(),
+        "models": sorted(set((old or {}).get("models", [])) | set(models)),
+        "benchmarks": sorted(set((old or {}).get("benchmarks", [])) | set(benchmarks)),
+        **settings,
+        "gpus": [
+            {"index": g.index, "name": g.name, "memory_total_mb": g.memory_total_mb,
+             "driver": g.driver, "used": g in pool}
+            for g in inventory
+        ],  # fmt: skip
+        "envs": {
+            name: {
+                "lock": str(st.env.lock),
+                "lock_sha256": (st.marker or {}).get("lock_sha256"),
+                "key": st.key,
+                "python": (st.marker or {}).get("python"),
+                "versions": (st.marker or {}).get("versions", {}),
+                "cuda_runtime": (st.marker or {}).get("cuda_runtime"),
+            }
+            for name, st in ready.items()
+        },
+        "secrets_passed": secrets.names,  # names only, never values
+    }
+
+
+def _finish(run: rundir.RunDir, manifest: dict[str, Any], catalog: Catalog, out: TextIO,
+            *, interrupted: bool) -> int:  # fmt: skip
+    from . import report
+
+    outs = rundir.outcomes(run)
+    if interrupted:
+        rundir.mark_interrupted(outs)
+    failed = [o for o in outs.values() if o.status in ("failed", "interrupted")]
+    manifest = dict(manifest)
+    manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    manifest["status"] = "interrupted" if interrupted else ("failed" if failed else "finished")
+    run.write_manifest(manifest)
+    summary = report.write_all(run, catalog)
+    out.write(summary + "\n")
+    if interrupted:
+        return 130
+    return 1 if failed else 0

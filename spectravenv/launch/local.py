@@ -1,0 +1,265 @@
+"""Run a plan's jobs on this machine: one supervised runner process per job, on the GPUs it gets.
+
+The loop keeps its own record of which GPUs it handed out, re-reads real free memory before each
+start (another user's process makes a GPU unavailable, not a crash), starts the longest jobs
+first, follows each job through its events file, enforces timeouts, and on interrupt stops every
+process tree it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import psutil
+
+from .. import procs
+from ..events import EventReader
+from ..gpus import GPU
+from ..plan import Job, Plan
+from ..rundir import RunDir
+from ..secrets import Secrets
+from .job import child_env, runner_command
+
+POLL = 0.25
+
+
+@dataclass
+class Active:
+    job: Job
+    proc: psutil.Popen
+    pump: threading.Thread
+    gpus: list[GPU]
+    reader: EventReader
+    started: float
+    stage: str = "starting"
+    benchmark: str | None = None
+    done: int = 0
+    total: int | None = None
+    finished: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    terminal: bool = False  # the runner wrote job_done or job_failed
+
+
+@dataclass
+class JobEnd:
+    job: Job
+    gpus: list[GPU]
+    returncode: int | None
+    seconds: float
+    status: str  # done | failed | timeout | interrupted
+
+
+@dataclass
+class Launch:
+    """Everything the local launcher needs besides the plan."""
+
+    run: RunDir
+    job_files: dict[str, Path]
+    pythons: dict[str, Path]  # env name -> env's python
+    addons: dict[str, list[Path]]  # job id -> add-on folders for PYTHONPATH
+    secrets: Secrets
+    paths_env: Callable[[list[GPU] | None, list[Path], int | None], dict[str, str]]
+    timeout: float | None = None
+    requery: Callable[[], list[GPU]] | None = None  # fresh free-memory readings
+
+
+class Display:
+    """A live line per job on a terminal; plain lines on state changes elsewhere (logs, CI)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.drawn = 0
+        self.last_plain = time.monotonic()
+
+    def event(self, line: str) -> None:
+        self._clear()
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def refresh(self, active: list[Active], waiting: int) -> None:
+        now = time.monotonic()
+        lines = [self._line(a, now) for a in active]
+        if waiting:
+            lines.append(f"  ... {waiting} job(s) waiting for GPUs")
+        if self.tty:
+            self._clear()
+            self.stream.write("".join(ln + "\n" for ln in lines))
+            self.stream.flush()
+            self.drawn = len(lines)
+        elif now - self.last_plain > 30 and lines:  # a heartbeat for logs, not a flood
+            self.last_plain = now
+            self.stream.write("".join(ln + "\n" for ln in lines))
+            self.stream.flush()
+
+    def _clear(self) -> None:
+        if self.tty and self.drawn:
+            self.stream.write(f"\x1b[{self.drawn}A\x1b[J")
+            self.drawn = 0
+
+    @staticmethod
+    def _line(a: Active, now: float) -> str:
+        from ..console import duration
+
+        where = "cpu" if not a.gpus else "gpu " + ",".join(str(g.index) for g in a.gpus)
+        what = a.stage
+        if a.benchmark:
+            count = f"{a.done}/{a.total}" if a.total is not None else "..."
+            what = f"{a.benchmark} {count}"
+        return (
+            f"  {a.job.model.name:<18} {a.job.env.name:<6} {where:<10} {what:<32} "
+            f"{duration(now - a.started):>7}"
+        )
+
+
+def _take(
+    job: Job, free: list[GPU], readings: dict[str, GPU]
+) -> list[GPU] | None:
+    """GPUs for `job` among those not handed out, each with enough free memory right now."""
+    fits = [g for g in free if readings.get(g.uuid, g).free_gb >= job.per_gpu_gb]
+    return fits[: job.gpus_needed] if len(fits) >= job.gpus_needed else None
+
+
+def run_plan(
+    plan: Plan,
+    launch: Launch,
+    display: Display,
+    stop: threading.Event,
+) -> list[JobEnd]:
+    pending = list(plan.todo)  # already in longest-first order
+    free = list(plan.gpus)
+    active: list[Active] = []
+    ends: list[JobEnd] = []
+    cpus = os.cpu_count() or 1
+    cpu_slots = max(1, cpus // 2)
+    gpu_threads = max(1, cpus // max(len(plan.gpus), 1))
+
+    def start(job: Job, gpus: list[GPU]) -> None:
+        threads = gpu_threads if gpus else max(1, cpus // cpu_slots)
+        env = launch.paths_env(gpus, launch.addons.get(job.id, []), threads)
+        log = launch.run.log_file(job.model.name)
+        with log.open("a") as f:
+            f.write(f"\n===== spectravenv: job {job.id} starting at {time.strftime('%F %T')} =====\n")
+        reader = EventReader(launch.run.events_file(job.id))
+        reader.read()  # skip what earlier attempts wrote, before this one can write
+        cmd = runner_command(launch.pythons[job.env.name], launch.job_files[job.id])
+        proc, pump = procs.spawn(cmd, log=log, env=env, redact=launch.secrets.redact)
+        active.append(Active(job, proc, pump, gpus, reader, time.monotonic()))
+        where = "CPU" if not gpus else "GPU " + ",".join(str(g.index) for g in gpus)
+        display.event(f"started {job.model.name} ({job.env.name}) on {where}: "
+                      f"{', '.join(b.name for b in job.benchmarks)}")  # fmt: skip
+        launch.run.log_summary(
+            f"job {job.id} started on {where} pid {proc.pid}: {', '.join(b.name for b in job.benchmarks)}"
+        )
+
+    def follow(a: Active) -> None:
+        for ev in a.reader.read():
+            if ev.get("rank", 0) not in (0, None):
+                continue
+            kind, bench = ev["event"], ev.get("benchmark")
+            if kind == "model_loaded":
+                a.stage = f"model loaded in {ev.get('seconds', 0):.0f}s"
+            elif kind == "benchmark_started":
+                a.benchmark, a.total, a.done = bench, ev.get("total"), ev.get("reused", 0) or 0
+            elif kind == "progress":
+                a.done, a.total = ev.get("done", a.done), ev.get("total", a.total)
+            elif kind == "benchmark_done":
+                a.finished.append(bench)
+                display.event(f"done    {a.job.model.name} x {bench} ({ev.get('seconds', 0):.0f}s)")
+                launch.run.log_summary(f"pair {a.job.model.name} x {bench} done in {ev.get('seconds', 0):.1f}s")
+                a.benchmark = None
+            elif kind == "benchmark_failed":
+                a.failed.append(bench)
+                err = launch.secrets.redact(ev.get("error", ""))
+                display.event(f"FAILED  {a.job.model.name} x {bench}: {err}")
+                launch.run.log_summary(f"pair {a.job.model.name} x {bench} failed at {ev.get('stage')}: {err}")
+                a.benchmark = None
+            elif kind in ("job_done", "job_failed"):
+                a.terminal = True
+                if kind == "job_failed":
+                    err = launch.secrets.redact(ev.get("error", ""))
+                    display.event(f"FAILED  {a.job.model.name}: {err}")
+                    launch.run.log_summary(f"job {a.job.id} failed at {ev.get('stage')}: {err}")
+
+    def finish(a: Active, status: str, note: str = "") -> None:
+        a.pump.join(timeout=5)
+        follow(a)
+        rc = a.proc.returncode if a.proc.returncode is not None else a.proc.poll()
+        seconds = time.monotonic() - a.started
+        if status == "exited":
+            status = "done" if rc == 0 else "failed"
+            if not a.terminal:
+                # The runner died without saying why (killed, segfault, out of host memory):
+                # record that in its events so every reader folds the same story.
+                note = f"the runner exited with code {rc} without reporting; see {launch.run.log_file(a.job.model.name)}"
+        if note:
+            _append_failure(launch.run.events_file(a.job.id), a.job.id, note)
+            display.event(f"FAILED  {a.job.model.name}: {note}")
+        launch.run.log_summary(f"job {a.job.id} ended: {status} (exit {rc}) after {seconds:.1f}s")
+        ends.append(JobEnd(a.job, a.gpus, rc, seconds, status))
+        free.extend(g for g in a.gpus if g not in free)
+        free.sort(key=lambda g: g.index)
+        active.remove(a)
+
+    while pending or active:
+        if stop.is_set():
+            break
+        # Start what fits, longest first; smaller jobs may pass a big one that must wait.
+        if pending:
+            readings = {}
+            if launch.requery is not None and any(j.gpus_needed for j in pending) and free:
+                readings = {g.uuid: g for g in launch.requery()}
+            for job in list(pending):
+                if job.gpus_needed == 0:
+                    if sum(1 for a in active if not a.gpus) < cpu_slots:
+                        pending.remove(job)
+                        start(job, [])
+                    continue
+                got = _take(job, free, readings)
+                if got is not None:
+                    for g in got:
+                        free.remove(g)
+                    pending.remove(job)
+                    start(job, got)
+            if pending and not active:
+                # Nothing runs and nothing fits: GPUs filled up since planning. Waiting would
+                # wait forever; say so.
+                for job in pending:
+                    msg = (f"no GPU with {job.per_gpu_gb:.0f} GB free for {job.model.name} "
+                           "(other processes use them); free GPUs or choose others with --gpus")  # fmt: skip
+                    _append_failure(launch.run.events_file(job.id), job.id, msg)
+                    display.event(f"FAILED  {job.model.name}: {msg}")
+                    ends.append(JobEnd(job, [], None, 0.0, "failed"))
+                pending.clear()
+        for a in list(active):
+            follow(a)
+            if a.proc.poll() is not None:
+                finish(a, "exited")
+            elif launch.timeout and time.monotonic() - a.started > launch.timeout:
+                procs.stop_trees([a.proc])
+                finish(a, "timeout", f"timed out after {launch.timeout:g}s (--timeout); stopped")
+        display.refresh(active, len(pending))
+        stop.wait(POLL)
+
+    if active:  # interrupted: stop every tree together, keep what finished
+        display.event(f"stopping {len(active)} running job(s) ...")
+        procs.stop_trees([a.proc for a in active])
+        for a in list(active):
+            finish(a, "interrupted")
+    return ends
+
+
+def _append_failure(events: Path, job_id: str, message: str) -> None:
+    events.parent.mkdir(parents=True, exist_ok=True)
+    line = {"event": "job_failed", "time": time.time(), "job_id": job_id, "rank": 0,
+            "stage": "dispatch", "error": message, "traceback": "", "oom": False,
+            "source": "dispatcher"}  # fmt: skip
+    with events.open("a") as f:
+        f.write(json.dumps(line) + "\n")

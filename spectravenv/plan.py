@@ -1,0 +1,186 @@
+"""What to run: the models x benchmarks matrix turned into jobs, each with its GPU need and cost.
+
+One job per model: the runner loads the model once and runs all of its benchmarks. Everything
+that can be checked before a GPU is touched or an env is built is checked here, so a bad matrix
+fails in a second, not an hour in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from packaging.version import Version
+
+from . import locks
+from .catalog import Benchmark, Catalog, Env, Model
+from .errors import SpectravenvError
+from .gpus import GPU
+
+
+@dataclass
+class Job:
+    id: str
+    model: Model
+    env: Env
+    benchmarks: list[Benchmark]
+    done: list[str] = field(default_factory=list)  # benchmarks already finished in this run
+    gpus_needed: int = 1  # 0: runs on the CPU
+    est_seconds: float = 0.0
+    why: str = ""  # how the GPU count was chosen, for --dry-run
+
+    @property
+    def per_gpu_gb(self) -> float:
+        return self.model.gpu_memory_gb / max(self.gpus_needed, 1)
+
+
+@dataclass
+class Plan:
+    jobs: list[Job]
+    gpus: list[GPU]
+    limit: int | None
+
+    @property
+    def todo(self) -> list[Job]:
+        return [j for j in self.jobs if j.benchmarks]
+
+    def expected_makespan(self) -> float:
+        """Greedy list schedule of the job estimates on the pool (LPT order), in seconds."""
+        slots = [0.0] * max(len(self.gpus), 1)
+        cpu_end = 0.0
+        for job in sorted(self.todo, key=lambda j: -j.est_seconds):
+            if job.gpus_needed == 0:
+                cpu_end += job.est_seconds
+                continue
+            slots.sort()
+            k = min(job.gpus_needed, len(slots))
+            start = slots[k - 1]
+            for i in range(k):
+                slots[i] = start + job.est_seconds
+        return max([*slots, cpu_end])
+
+
+def samples_for(bench: Benchmark, limit: int | None) -> int:
+    return min(bench.samples, limit) if limit else bench.samples
+
+
+def estimate(model: Model, benches: list[Benchmark], limit: int | None) -> float:
+    return model.load_seconds + sum(samples_for(b, limit) for b in benches) * model.seconds_per_sample
+
+
+def vlmeval_version(env: Env) -> str | None:
+    return locks.pinned(locks.read(env.lock, env.name), "ms-vlmeval")
+
+
+def check_supported(catalog: Catalog, models: list[str], benchmarks: list[str]) -> None:
+    """Refuse pairs whose env's VLMEvalKit release does not know the benchmark."""
+    versions: dict[str, str | None] = {}
+    for m in models:
+        env = catalog.envs[catalog.models[m].env]
+        if env.name not in versions:
+            versions[env.name] = vlmeval_version(env)
+        have = versions[env.name]
+        for b in benchmarks:
+            since = catalog.benchmarks[b].since_vlmeval
+            if since and have and Version(have) < Version(since):
+                raise SpectravenvError(
+                    f"{b} needs VLMEvalKit >= {since}, but {m}'s env {env.name} is locked to "
+                    f"ms-vlmeval {have} (the newest release that imports under transformers "
+                    f"{env.transformers}); drop {b} for {m}, or evaluate it with a model of a newer env"
+                )
+
+
+def gpu_need(model: Model, pool: list[GPU]) -> tuple[int, str]:
+    """How many GPUs one replica of `model` needs on this pool, and why; 0 means CPU."""
+    if not pool:
+        if model.cpu:
+            return 0, "no GPU visible; this model runs on the CPU"
+        raise SpectravenvError(
+            f"{model.name} needs a GPU with >= {model.gpu_memory_gb:g} GB free"
+            + (f" ({model.gpus} GPUs)" if model.gpus > 1 else "")
+            + "; no GPU is visible here (nvidia-smi found none, or CUDA_VISIBLE_DEVICES hides "
+            "them). Run on a GPU node, or use --launcher slurm"
+        )
+    frees = sorted((g.free_gb for g in pool), reverse=True)
+    for k in range(max(model.gpus, 1), len(pool) + 1):
+        per_gpu = model.gpu_memory_gb / k
+        if frees[k - 1] >= per_gpu:
+            if k == 1:
+                return 1, f"fits on one GPU ({model.gpu_memory_gb:g} GB)"
+            return k, (
+                f"{model.gpu_memory_gb:g} GB split over {k} GPUs in one process "
+                f'(device_map="auto"), {per_gpu:.0f} GB each'
+            )
+    best = frees[0]
+    raise SpectravenvError(
+        f"{model.name} needs {model.gpu_memory_gb:g} GB of GPU memory"
+        + (f" over at least {model.gpus} GPUs" if model.gpus > 1 else " on one GPU")
+        + f"; the {len(pool)} usable GPU(s) here have at most {best:.0f} GB free each"
+        + ". Free GPUs, pick others with --gpus, or use a node with more memory"
+    )
+
+
+def build(
+    catalog: Catalog,
+    models: list[str],
+    benchmarks: list[str],
+    pool: list[GPU],
+    *,
+    limit: int | None,
+    done: set[tuple[str, str]] | None = None,
+) -> Plan:
+    done = done or set()
+    check_supported(catalog, models, benchmarks)
+    jobs = []
+    for name in models:
+        model = catalog.models[name]
+        todo = [catalog.benchmarks[b] for b in benchmarks if (name, b) not in done]
+        finished = [b for b in benchmarks if (name, b) in done]
+        need, why = gpu_need(model, pool)
+        jobs.append(
+            Job(
+                id=name,
+                model=model,
+                env=catalog.envs[model.env],
+                benchmarks=todo,
+                done=finished,
+                gpus_needed=need,
+                est_seconds=estimate(model, todo, limit) if todo else 0.0,
+                why=why,
+            )
+        )
+    # Longest first, so the big model does not start last and run alone.
+    jobs.sort(key=lambda j: -j.est_seconds)
+    return Plan(jobs, pool, limit)
+
+
+def format_plan(plan: Plan, ready_envs: dict[str, str]) -> str:
+    from .console import duration, table
+
+    rows = []
+    for job in plan.jobs:
+        where = "CPU" if job.gpus_needed == 0 else f"{job.gpus_needed} GPU"
+        rows.append((
+            job.model.name, job.env.name, ready_envs.get(job.env.name, "?"), where,
+            ", ".join(b.name for b in job.benchmarks) or "-",
+            ", ".join(job.done) or "-",
+            duration(job.est_seconds) if job.benchmarks else "-",
+            job.why,
+        ))  # fmt: skip
+    pool = (
+        ", ".join(f"{g.index}: {g.name} ({g.free_gb:.0f}/{g.total_gb:.0f} GB free)" for g in plan.gpus)
+        or "none (CPU only)"
+    )
+    lines = [
+        table(("model", "env", "env state", "runs on", "to run", "already done", "est.", "why"), rows),
+        "",
+        f"GPUs: {pool}",
+        f"jobs: {len(plan.todo)} to run, one process per model (model loaded once); "
+        f"expected makespan {duration(plan.expected_makespan())}"
+        + (f"; --limit {plan.limit} samples per benchmark" if plan.limit else ""),
+    ]
+    return "\n".join(lines)
+
+
+def ceil_div(a: float, b: float) -> int:
+    return int(math.ceil(a / b))
