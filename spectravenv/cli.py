@@ -216,17 +216,65 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.argument("names", nargs=-1)
 @click.option("-m", "--model", "models", multiple=True, help="A model (repeatable).")
 @click.option("-d", "--data", "data", multiple=True, help="A benchmark (repeatable).")
-@click.option("--limit", type=int, help="Evaluate N samples per benchmark (the same N for every model, spread over categories).")
-@click.option("--gpus", help="Use only these GPUs: indices as this process sees them (e.g. 0,2) or UUIDs.")
-@click.option("--output-dir", type=click.Path(path_type=__import__("pathlib").Path), default="outputs", show_default=True)
-@click.option("--run-name", help="Name of the run folder (default: a timestamp). An existing run of that name is continued.")
-@click.option("--judge", help="VLMEvalKit judge for answer matching  [default: exact_matching, needs no API key]")
-@click.option("--env-file", type=click.Path(path_type=__import__("pathlib").Path), help="KEY=VALUE secrets for the child processes only  [default: ./.env if present]")
-@click.option("--dry-run", is_flag=True, help="Print the plan (jobs, envs, GPUs, what is done) and start nothing.")
-@click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[RUN_DIR]", help="Continue a run (default: the latest in --output-dir); finished pairs are skipped.")
-@click.option("--timeout", callback=_duration, help="Stop a job that runs longer than this (e.g. 90m, 2h).")
+@click.option(
+    "--limit",
+    type=int,
+    help="Evaluate N samples per benchmark (the same N for every model, spread over categories).",
+)
+@click.option(
+    "--gpus", help="Use only these GPUs: indices as this process sees them (e.g. 0,2) or UUIDs."
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(path_type=__import__("pathlib").Path),
+    default="outputs",
+    show_default=True,
+)
+@click.option(
+    "--run-name",
+    help="Name of the run folder (default: a timestamp). An existing run of that name is continued.",
+)
+@click.option(
+    "--judge",
+    help="VLMEvalKit judge for answer matching  [default: exact_matching, needs no API key]",
+)
+@click.option(
+    "--env-file",
+    type=click.Path(path_type=__import__("pathlib").Path),
+    help="KEY=VALUE secrets for the child processes only  [default: ./.env if present]",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the plan (jobs, envs, GPUs, what is done) and start nothing.",
+)
+@click.option(
+    "--resume",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[RUN_DIR]",
+    help="Continue a run (default: the latest in --output-dir); finished pairs are skipped.",
+)
+@click.option(
+    "--timeout", callback=_duration, help="Stop a job that runs longer than this (e.g. 90m, 2h)."
+)
 @click.option("--seed", type=int, help="Seed for choosing the --limit samples  [default: 0]")
-def eval_cmd(names, models, data, limit, gpus, output_dir, run_name, judge, env_file, dry_run, resume, timeout, seed) -> None:  # noqa: ANN001
+def eval_cmd(
+    names,
+    models,
+    data,
+    limit,
+    gpus,
+    output_dir,
+    run_name,
+    judge,
+    env_file,
+    dry_run,
+    resume,
+    timeout,
+    seed,
+) -> None:  # noqa: ANN001
     """Evaluate models on benchmarks, each model in its env, on the GPUs it gets.
 
     NAMES are models and benchmarks in any order, e.g.

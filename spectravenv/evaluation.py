@@ -64,7 +64,9 @@ def _choose_run(req: EvalRequest) -> tuple[rundir.RunDir, dict[str, Any] | None]
         run = rundir.RunDir(path.absolute())
         manifest = run.manifest()
         if manifest is None:
-            raise SpectravenvError(f"{path} is not a spectravenv run (no run.json); nothing to resume")
+            raise SpectravenvError(
+                f"{path} is not a spectravenv run (no run.json); nothing to resume"
+            )
         return run, manifest
     if req.run_name:
         if "/" in req.run_name or req.run_name in (".", ".."):
@@ -84,7 +86,9 @@ def _choose_run(req: EvalRequest) -> tuple[rundir.RunDir, dict[str, Any] | None]
     return rundir.RunDir(path.absolute()), None
 
 
-def _settle(req: EvalRequest, manifest: dict[str, Any] | None, run: rundir.RunDir) -> dict[str, Any]:
+def _settle(
+    req: EvalRequest, manifest: dict[str, Any] | None, run: rundir.RunDir
+) -> dict[str, Any]:
     """Limit, judge and seed of this run; a continued run must keep the ones it was made with."""
     given = {"limit": req.limit, "judge": req.judge, "seed": req.seed}
     if manifest is None:
@@ -158,7 +162,15 @@ def evaluate(req: EvalRequest, paths: Paths, catalog: Catalog, out: TextIO, err:
     if req.gpus:
         pool = gpus.select(pool, req.gpus)
     done = _done_pairs(run) if manifest is not None else set()
-    the_plan = plan.build(catalog, models, benchmarks, pool, limit=settings["limit"], done=done)
+    the_plan = plan.build(
+        catalog,
+        models,
+        benchmarks,
+        pool,
+        limit=settings["limit"],
+        done=done,
+        strict=not req.dry_run,
+    )
     states = {j.env.name: envs.status(j.env, paths) for j in the_plan.jobs}
 
     if req.dry_run:
@@ -178,7 +190,9 @@ def evaluate(req: EvalRequest, paths: Paths, catalog: Catalog, out: TextIO, err:
     }  # fmt: skip
 
     run.path.mkdir(parents=True, exist_ok=True)
-    manifest = _manifest(req, run, manifest, models, benchmarks, settings, inventory, pool, ready, secrets)
+    manifest = _manifest(
+        req, run, manifest, models, benchmarks, settings, inventory, pool, ready, secrets
+    )
     run.write_manifest(manifest)
     job_files = {
         j.id: jobfiles.write_job(
@@ -209,7 +223,9 @@ def evaluate(req: EvalRequest, paths: Paths, catalog: Catalog, out: TextIO, err:
     return _finish(run, manifest, catalog, out, interrupted=interrupted)
 
 
-def _manifest(req, run, old, models, benchmarks, settings, inventory, pool, ready, secrets) -> dict[str, Any]:  # noqa: ANN001
+def _manifest(
+    req, run, old, models, benchmarks, settings, inventory, pool, ready, secrets
+) -> dict[str, Any]:  # noqa: ANN001
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     attempts = list((old or {}).get("attempts", []))
     attempts.append({"started": now, "command": secrets.redact(" ".join(req.argv))})
@@ -227,8 +243,13 @@ def _manifest(req, run, old, models, benchmarks, settings, inventory, pool, read
         "benchmarks": sorted(set((old or {}).get("benchmarks", [])) | set(benchmarks)),
         **settings,
         "gpus": [
-            {"index": g.index, "name": g.name, "memory_total_mb": g.memory_total_mb,
-             "driver": g.driver, "used": g in pool}
+            {
+                "index": g.index,
+                "name": g.name,
+                "memory_total_mb": g.memory_total_mb,
+                "driver": g.driver,
+                "used": g in pool,
+            }
             for g in inventory
         ],  # fmt: skip
         "envs": {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,24 +30,35 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def compile_command(env: Env, output: Path) -> list[str]:
-    """The exact `uv pip compile` call for an env: fixed Python, platform and resolution date."""
+def compile_command(env: Env, output: Path, python: Path | None = None) -> list[str]:
+    """The exact `uv pip compile` call for an env: fixed Python, platform and resolution date.
+
+    Paths are given relative to the lock's folder (where it runs), so the `# via -r x.in`
+    comments, and with them the lock's bytes and hash, do not depend on the checkout's location.
+    """
     if env.source is None:
         raise SpectravenvError(
             f"env {env.name!r} has no 'source' (.in file) to compile a lock from"
         )
+    here = env.lock.parent
+
+    def rel(p: Path) -> str:
+        return os.path.relpath(p, here)
+
     cmd = uv_cmd(
-        "pip", "compile", env.source,
+        "pip", "compile", rel(env.source),
         "--generate-hashes",
         "--python-version", env.python,
         "--python-platform", env.platform,
         "--custom-compile-command", f"spectravenv lock {env.name}",
-        "--output-file", output,
+        "--output-file", rel(output),
     )  # fmt: skip
+    if python is not None:  # builds sdists for metadata with the env's own Python version
+        cmd += ["--python", str(python)]
     if env.exclude_newer:
         cmd += ["--exclude-newer", env.exclude_newer]
     if env.overrides is not None:
-        cmd += ["--override", str(env.overrides)]
+        cmd += ["--override", rel(env.overrides)]
     return cmd
 
 
@@ -59,7 +71,10 @@ def compile_lock(env: Env, paths: Paths, *, upgrade: bool = False) -> Path:
     if env.lock.exists() and not upgrade:
         # Start from the current pins so an unchanged .in gives an unchanged lock.
         tmp.write_bytes(env.lock.read_bytes())
-    cmd = compile_command(env, tmp) + (["--upgrade"] if upgrade else [])
+    from .envs import find_python  # envs imports this module; resolve at call time
+
+    cmd = compile_command(env, tmp, find_python(env.python, paths))
+    cmd += ["--upgrade"] if upgrade else []
     proc = procs.run(cmd, env=uv_env(paths), cwd=env.lock.parent)
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)

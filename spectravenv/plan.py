@@ -7,7 +7,6 @@ fails in a second, not an hour in.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from packaging.version import Version
@@ -28,6 +27,7 @@ class Job:
     gpus_needed: int = 1  # 0: runs on the CPU
     est_seconds: float = 0.0
     why: str = ""  # how the GPU count was chosen, for --dry-run
+    blocked: str = ""  # why it cannot run on this pool (only with strict=False)
 
     @property
     def per_gpu_gb(self) -> float:
@@ -65,7 +65,9 @@ def samples_for(bench: Benchmark, limit: int | None) -> int:
 
 
 def estimate(model: Model, benches: list[Benchmark], limit: int | None) -> float:
-    return model.load_seconds + sum(samples_for(b, limit) for b in benches) * model.seconds_per_sample
+    return (
+        model.load_seconds + sum(samples_for(b, limit) for b in benches) * model.seconds_per_sample
+    )
 
 
 def vlmeval_version(env: Env) -> str | None:
@@ -128,7 +130,10 @@ def build(
     *,
     limit: int | None,
     done: set[tuple[str, str]] | None = None,
+    strict: bool = True,
 ) -> Plan:
+    """Jobs for the matrix. `strict=False` (for --dry-run) notes a model that cannot run on this
+    pool in its job instead of raising, so the plan can still be shown."""
     done = done or set()
     check_supported(catalog, models, benchmarks)
     jobs = []
@@ -136,7 +141,14 @@ def build(
         model = catalog.models[name]
         todo = [catalog.benchmarks[b] for b in benchmarks if (name, b) not in done]
         finished = [b for b in benchmarks if (name, b) in done]
-        need, why = gpu_need(model, pool)
+        try:
+            need, why = gpu_need(model, pool)
+        except SpectravenvError as e:
+            if strict:
+                raise
+            need, why, blocked = max(model.gpus, 1), "cannot run here (below)", str(e)
+        else:
+            blocked = ""
         jobs.append(
             Job(
                 id=name,
@@ -147,6 +159,7 @@ def build(
                 gpus_needed=need,
                 est_seconds=estimate(model, todo, limit) if todo else 0.0,
                 why=why,
+                blocked=blocked,
             )
         )
     # Longest first, so the big model does not start last and run alone.
@@ -167,20 +180,23 @@ def format_plan(plan: Plan, ready_envs: dict[str, str]) -> str:
             duration(job.est_seconds) if job.benchmarks else "-",
             job.why,
         ))  # fmt: skip
+    blocked = [j for j in plan.jobs if j.blocked]
     pool = (
-        ", ".join(f"{g.index}: {g.name} ({g.free_gb:.0f}/{g.total_gb:.0f} GB free)" for g in plan.gpus)
+        ", ".join(
+            f"{g.index}: {g.name} ({g.free_gb:.0f}/{g.total_gb:.0f} GB free)" for g in plan.gpus
+        )
         or "none (CPU only)"
     )
     lines = [
-        table(("model", "env", "env state", "runs on", "to run", "already done", "est.", "why"), rows),
+        table(
+            ("model", "env", "env state", "runs on", "to run", "already done", "est.", "why"), rows
+        ),
         "",
         f"GPUs: {pool}",
         f"jobs: {len(plan.todo)} to run, one process per model (model loaded once); "
         f"expected makespan {duration(plan.expected_makespan())}"
         + (f"; --limit {plan.limit} samples per benchmark" if plan.limit else ""),
     ]
+    if blocked:
+        lines += [f"cannot run on this machine: {j.blocked}" for j in blocked]
     return "\n".join(lines)
-
-
-def ceil_div(a: float, b: float) -> int:
-    return int(math.ceil(a / b))

@@ -98,7 +98,11 @@ def stop_trees(procs: Sequence[psutil.Process], grace: float = 10.0) -> None:
     for p in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
             family += [p, *p.children(recursive=True)]
-    for sig, wait in ((signal.SIGINT, grace / 2), (signal.SIGTERM, grace / 2), (signal.SIGKILL, 5.0)):
+    for sig, wait in (
+        (signal.SIGINT, grace / 2),
+        (signal.SIGTERM, grace / 2),
+        (signal.SIGKILL, 5.0),
+    ):
         # Grandchildren born since the last round join before each escalation.
         for p in list(family):
             with contextlib.suppress(psutil.NoSuchProcess):

@@ -64,7 +64,9 @@ class RunDir:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:
-            raise SpectravenvError(f"{self.manifest_file} is unreadable ({e}); not a spectravenv run?") from None
+            raise SpectravenvError(
+                f"{self.manifest_file} is unreadable ({e}); not a spectravenv run?"
+            ) from None
 
     def write_manifest(self, data: dict[str, Any]) -> None:
         write_atomic(self.manifest_file, json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -95,7 +97,9 @@ class PairOutcome:
     attempts: int = 0
 
 
-def outcomes(run: RunDir, job_models: dict[str, str] | None = None) -> dict[tuple[str, str], PairOutcome]:
+def outcomes(
+    run: RunDir, job_models: dict[str, str] | None = None
+) -> dict[tuple[str, str], PairOutcome]:
     """Fold every job's events into one outcome per pair.
 
     A pair whose latest attempt started but never ended (the runner was killed) is "interrupted".
@@ -158,5 +162,7 @@ def mark_interrupted(outs: dict[tuple[str, str], PairOutcome]) -> None:
 def latest_run(output_dir: Path) -> Path:
     runs = [p.parent for p in output_dir.glob(f"*/{MANIFEST}")]
     if not runs:
-        raise SpectravenvError(f"no run to resume in {output_dir}; give the run folder: --resume DIR")
+        raise SpectravenvError(
+            f"no run to resume in {output_dir}; give the run folder: --resume DIR"
+        )
     return max(runs, key=lambda p: p.joinpath(MANIFEST).stat().st_mtime)

@@ -19,7 +19,11 @@ def test_parse_zero_one_and_eight_gpus():
     assert gpus.parse_query("") == []
     [a100] = gpus.parse_query(ONE_A100)
     assert (a100.index, a100.name, a100.memory_total_mb, a100.memory_free_mb) == (
-        0, "NVIDIA A100-SXM4-40GB", 40960, 40338)
+        0,
+        "NVIDIA A100-SXM4-40GB",
+        40960,
+        40338,
+    )
     assert a100.driver == "535.104.05" and round(a100.free_gb) == 39
     eight = gpus.parse_query(h100s(8))
     assert [g.index for g in eight] == list(range(8))

@@ -34,7 +34,10 @@ def test_a_big_model_spans_several_gpus_in_one_process():
 
 
 def test_busy_gpus_count_only_their_free_memory():
-    with pytest.raises(SpectravenvError, match=r"needs 45 GB of GPU memory on one GPU; the 1 usable GPU\(s\) here have at most 20 GB free"):
+    with pytest.raises(
+        SpectravenvError,
+        match=r"needs 45 GB of GPU memory on one GPU; the 1 usable GPU\(s\) here have at most 20 GB free",
+    ):
         plan.gpu_need(model("llava_v1.5_13b", mem=45), pool(1, [20480]))
 
 

@@ -119,9 +119,7 @@ class Display:
         )
 
 
-def _take(
-    job: Job, free: list[GPU], readings: dict[str, GPU]
-) -> list[GPU] | None:
+def _take(job: Job, free: list[GPU], readings: dict[str, GPU]) -> list[GPU] | None:
     """GPUs for `job` among those not handed out, each with enough free memory right now."""
     fits = [g for g in free if readings.get(g.uuid, g).free_gb >= job.per_gpu_gb]
     return fits[: job.gpus_needed] if len(fits) >= job.gpus_needed else None
@@ -146,7 +144,9 @@ def run_plan(
         env = launch.paths_env(gpus, launch.addons.get(job.id, []), threads)
         log = launch.run.log_file(job.model.name)
         with log.open("a") as f:
-            f.write(f"\n===== spectravenv: job {job.id} starting at {time.strftime('%F %T')} =====\n")
+            f.write(
+                f"\n===== spectravenv: job {job.id} starting at {time.strftime('%F %T')} =====\n"
+            )
         reader = EventReader(launch.run.events_file(job.id))
         reader.read()  # skip what earlier attempts wrote, before this one can write
         cmd = runner_command(launch.pythons[job.env.name], launch.job_files[job.id])
@@ -173,13 +173,17 @@ def run_plan(
             elif kind == "benchmark_done":
                 a.finished.append(bench)
                 display.event(f"done    {a.job.model.name} x {bench} ({ev.get('seconds', 0):.0f}s)")
-                launch.run.log_summary(f"pair {a.job.model.name} x {bench} done in {ev.get('seconds', 0):.1f}s")
+                launch.run.log_summary(
+                    f"pair {a.job.model.name} x {bench} done in {ev.get('seconds', 0):.1f}s"
+                )
                 a.benchmark = None
             elif kind == "benchmark_failed":
                 a.failed.append(bench)
                 err = launch.secrets.redact(ev.get("error", ""))
                 display.event(f"FAILED  {a.job.model.name} x {bench}: {err}")
-                launch.run.log_summary(f"pair {a.job.model.name} x {bench} failed at {ev.get('stage')}: {err}")
+                launch.run.log_summary(
+                    f"pair {a.job.model.name} x {bench} failed at {ev.get('stage')}: {err}"
+                )
                 a.benchmark = None
             elif kind in ("job_done", "job_failed"):
                 a.terminal = True
