@@ -274,7 +274,7 @@ def eval_cmd(
     resume,
     timeout,
     seed,
-) -> None:  # noqa: ANN001
+) -> None:
     """Evaluate models on benchmarks, each model in its env, on the GPUs it gets.
 
     NAMES are models and benchmarks in any order, e.g.

@@ -225,7 +225,7 @@ def evaluate(req: EvalRequest, paths: Paths, catalog: Catalog, out: TextIO, err:
 
 def _manifest(
     req, run, old, models, benchmarks, settings, inventory, pool, ready, secrets
-) -> dict[str, Any]:  # noqa: ANN001
+) -> dict[str, Any]:
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     attempts = list((old or {}).get("attempts", []))
     attempts.append({"started": now, "command": secrets.redact(" ".join(req.argv))})
@@ -251,7 +251,7 @@ def _manifest(
                 "used": g in pool,
             }
             for g in inventory
-        ],  # fmt: skip
+        ],
         "envs": {
             name: {
                 "lock": str(st.env.lock),

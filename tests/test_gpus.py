@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -37,7 +36,7 @@ def test_unavailable_fields_do_not_crash():
 
 def test_query_runs_the_tool_and_marks_busy_gpus(tmp_path, monkeypatch):
     (tmp_path / "gpus.csv").write_text(h100s(2, [81000, 20000]))
-    (tmp_path / "apps.csv").write_text(f"GPU-00000001-aaaa-bbbb-cccc-000000000001, 4242\n")
+    (tmp_path / "apps.csv").write_text("GPU-00000001-aaaa-bbbb-cccc-000000000001, 4242\n")
     monkeypatch.setenv("FAKE_SMI_GPUS", str(tmp_path / "gpus.csv"))
     monkeypatch.setenv("FAKE_SMI_APPS", str(tmp_path / "apps.csv"))
     found = gpus.query(str(FAKE))

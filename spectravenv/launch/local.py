@@ -25,7 +25,7 @@ from ..gpus import GPU
 from ..plan import Job, Plan
 from ..rundir import RunDir
 from ..secrets import Secrets
-from .job import child_env, runner_command
+from .job import runner_command
 
 POLL = 0.25
 
