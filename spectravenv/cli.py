@@ -147,7 +147,7 @@ def envs_cmd() -> None:
     from .console import size, table
 
     paths, cat = _context()
-    rows, seen, folders = [], set(), []
+    rows, folders = [], []
     for env in cat.envs.values():
         try:
             st = envs.status(env, paths)
@@ -160,7 +160,7 @@ def envs_cmd() -> None:
         state = st.state + (f" ({st.reason})" if st.reason and st.state != "ready" else "")
         rows.append((
             env.name, env.transformers, python, locks.digest(env.lock)[:12], state,
-            size(envs.disk_usage(folder, seen)) if folder else "-",
+            size(envs.disk_usage(folder)) if folder else "-",
             ", ".join(cat.models_of_env(env.name)),
         ))  # fmt: skip
     click.echo(table(("env", "transformers", "python", "lock", "state", "disk", "models"), rows))

@@ -97,3 +97,30 @@ def make_ws(tmp_path: Path) -> Callable[[str], Workspace]:
         return Workspace(cwd, tmp_path / "home", base_env(tmp_path / "home"))
 
     return make
+
+
+# ---- the real torch envs, built once per test session ------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def heavy_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh SPECTRAVENV_HOME for the session: the shipped envs are really built into it (from
+    the shared, warm uv cache), and every end-to-end test then runs in them."""
+    return tmp_path_factory.mktemp("heavy-home")
+
+
+def heavy_env(home: Path) -> dict[str, str]:
+    env = base_env(home)
+    env.update(
+        LMUData=str(home / "LMUData"),
+        HF_HOME=str(home / "hf"),
+        HF_HUB_OFFLINE="1",  # the demo must never need the hub
+    )
+    return env
+
+
+@pytest.fixture
+def demo_ws(heavy_home: Path, tmp_path: Path) -> Workspace:
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    return Workspace(cwd, heavy_home, heavy_env(heavy_home))
