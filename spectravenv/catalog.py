@@ -78,6 +78,8 @@ class Benchmark:
     category: str = "Custom"
     kind: str = "MCQ"
     metric: str | None = None
+    headline: str | None = None  # the sub-score (key in the flattened score file) to headline
+    scale: float = 1.0  # multiplies the headline into 0-100
     samples: int = 1000
     since_vlmeval: str | None = None
     builtin: str | None = None
@@ -176,6 +178,8 @@ _BENCH_KEYS = {
     "category": str,
     "kind": str,
     "metric": str,
+    "headline": str,
+    "scale": (int, float),
     "samples": int,
     "since_vlmeval": str,
     "builtin": str,
@@ -300,11 +304,15 @@ def _build_model(name: str, f: dict[str, Any]) -> Model:
 
 
 def _build_benchmark(name: str, f: dict[str, Any]) -> Benchmark:
+    kind = f.get("kind", "MCQ")
     return Benchmark(
         name=name,
         category=f.get("category", "Custom"),
-        kind=f.get("kind", "MCQ"),
+        kind=kind,
         metric=f.get("metric"),
+        # A user's TSV is scored by VLMEvalKit's custom MCQ path unless it says otherwise.
+        headline=f.get("headline", "Overall" if kind == "MCQ" else None),
+        scale=float(f.get("scale", 100 if kind == "MCQ" else 1)),
         samples=f.get("samples", 1000),
         since_vlmeval=f.get("since_vlmeval"),
         builtin=f.get("builtin"),

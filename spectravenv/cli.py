@@ -296,6 +296,44 @@ def eval_cmd(
     sys.exit(code)
 
 
+@cli.command()
+@click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True,
+                type=click.Path(path_type=__import__("pathlib").Path))  # fmt: skip
+@click.option("-o", "--output-dir", type=click.Path(path_type=__import__("pathlib").Path),
+              help="Where a merge of several runs is written  [default: ./merged-report]")  # fmt: skip
+@click.option("--env-file", type=click.Path(path_type=__import__("pathlib").Path),
+              help="Secrets to mask in error excerpts  [default: ./.env if present]")  # fmt: skip
+def report(run_dirs, output_dir, env_file) -> None:
+    """Rebuild tables and EVALUATION_REPORT.md from run folders; merge several into one matrix.
+
+    Needs only the run folders (no env). With several runs, the newest finished result of each
+    (model, benchmark) wins and names the run it came from.
+    """
+    from pathlib import Path
+
+    from . import report as report_mod
+    from . import rundir
+    from . import secrets as secrets_mod
+
+    _, cat = _context()
+    runs = []
+    for d in run_dirs:
+        run = rundir.RunDir(d.absolute())
+        if run.manifest() is None:
+            raise SpectravenvError(f"{d} is not a spectravenv run folder (no run.json)")
+        runs.append(run)
+    secrets = secrets_mod.load(env_file or Path(".env"), required=env_file is not None)
+    if len(runs) == 1 and output_dir is None:
+        click.echo(report_mod.write_all(runs[0], cat, secrets))
+        click.echo(f"\nrebuilt {runs[0].path / report_mod.REPORT}")
+        return
+    out = (output_dir or Path("merged-report")).absolute()
+    if out.exists() and not out.is_dir():
+        raise SpectravenvError(f"--output-dir {out} is a file; give a folder")
+    click.echo(report_mod.write_merged(runs, cat, out, secrets))
+    click.echo(f"\nmerged {len(runs)} runs into {out / report_mod.REPORT}")
+
+
 def main() -> None:
     cli(prog_name="spectravenv")
 

@@ -179,7 +179,7 @@ def evaluate(req: EvalRequest, paths: Paths, catalog: Catalog, out: TextIO, err:
         return 0
     if not the_plan.todo:
         say(f"all {len(models) * len(benchmarks)} pairs of {run.path} are already done")
-        return _finish(run, manifest or {}, catalog, out, interrupted=False)
+        return _finish(run, manifest or {}, catalog, out, secrets, interrupted=False)
 
     # Build what is missing, before anything runs: one build per env, under its file lock.
     ready = {name: envs.ensure(catalog.envs[name], paths, report=say) for name in states}
@@ -220,7 +220,7 @@ def evaluate(req: EvalRequest, paths: Paths, catalog: Catalog, out: TextIO, err:
     if interrupted:
         say("interrupted: running jobs were stopped; finished pairs are kept. "
             f"Continue with: spectravenv eval --resume {run.path}")  # fmt: skip
-    return _finish(run, manifest, catalog, out, interrupted=interrupted)
+    return _finish(run, manifest, catalog, out, secrets, interrupted=interrupted)
 
 
 def _manifest(
@@ -267,20 +267,27 @@ def _manifest(
     }
 
 
-def _finish(run: rundir.RunDir, manifest: dict[str, Any], catalog: Catalog, out: TextIO,
-            *, interrupted: bool) -> int:  # fmt: skip
+def _finish(
+    run: rundir.RunDir,
+    manifest: dict[str, Any],
+    catalog: Catalog,
+    out: TextIO,
+    secrets: secrets_mod.Secrets,
+    *,
+    interrupted: bool,
+) -> int:
     from . import report
 
     outs = rundir.outcomes(run)
     if interrupted:
         rundir.mark_interrupted(outs)
-    failed = [o for o in outs.values() if o.status in ("failed", "interrupted")]
+    failed = [o for o in outs.values() if o.status in ("failed", "interrupted", "running")]
     manifest = dict(manifest)
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     manifest["status"] = "interrupted" if interrupted else ("failed" if failed else "finished")
     run.write_manifest(manifest)
-    summary = report.write_all(run, catalog)
-    out.write(summary + "\n")
+    out.write(report.write_all(run, catalog, secrets) + "\n")
+    out.write(f"\nresults: {run.path / 'results'}\nreport:  {run.path / report.REPORT}\n")
     if interrupted:
         return 130
     return 1 if failed else 0
