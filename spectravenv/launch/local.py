@@ -143,6 +143,7 @@ def run_plan(
         threads = gpu_threads if gpus else max(1, cpus // cpu_slots)
         env = launch.paths_env(gpus, launch.addons.get(job.id, []), threads)
         log = launch.run.log_file(job.model.name)
+        log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("a") as f:
             f.write(
                 f"\n===== spectravenv: job {job.id} starting at {time.strftime('%F %T')} =====\n"

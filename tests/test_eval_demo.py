@@ -1,0 +1,271 @@
+"""`spectravenv eval` end to end: the real tf437 env, the real runner subprocess, real VLMEvalKit
+dataset handling, inference and evaluation, on the built-in tiny LLaVA (CPU, no download).
+
+Heavy: needs the tf437 env (built once per session by test_real_envs' fixture home).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import openpyxl
+import psutil
+import pytest
+
+from spectravenv.events import read_all
+
+from .conftest import Workspace
+
+pytestmark = pytest.mark.heavy
+
+# Test hooks of the built-in demo model (see runners/spectravenv_builtins.py), as user models.
+USER_MODELS = """
+[models.slow-demo]
+env = "tf437"
+builtin = "demo-tiny-llava"
+cpu = true
+kwargs = { sleep = 1.0 }
+
+[models.flaky-demo]
+env = "tf437"
+builtin = "demo-tiny-llava"
+cpu = true
+kwargs = { fail_on = ["DemoShapes"] }
+
+[models.broken-demo]
+env = "tf437"
+builtin = "demo-tiny-llava"
+cpu = true
+kwargs = { fail_load = true }
+
+[models.env-demo]
+env = "tf437"
+builtin = "demo-tiny-llava"
+cpu = true
+kwargs = { print_env = ["HF_TOKEN"] }
+"""
+FAKE_TOKEN = "hf_FAKEtoken0123456789abcdefSECRET"
+
+
+def eval_ok(ws: Workspace, *args: str, timeout: float = 900):
+    proc = ws.run("eval", *args, timeout=timeout)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def events(run: Path, job: str) -> list[dict]:
+    return read_all(run / ".spectravenv" / "events" / f"{job}.jsonl")
+
+
+def kinds(evs: list[dict], kind: str, bench: str | None = None) -> list[dict]:
+    return [e for e in evs if e["event"] == kind and (bench is None or e.get("benchmark") == bench)]
+
+
+def snapshot(run: Path) -> dict[str, bytes]:
+    files = [*sorted((run / "results").iterdir()), run / "EVALUATION_REPORT.md"]
+    return {p.name: p.read_bytes() for p in files}
+
+
+def test_demo_two_benchmarks_one_process_results_agree_everywhere(demo_ws):
+    proc = eval_ok(
+        demo_ws, "demo-tiny-llava", "DemoMCQ", "DemoShapes", "--limit", "8", "--run-name", "r1"
+    )
+    run = demo_ws.cwd / "outputs" / "r1"
+    evs = events(run, "demo-tiny-llava")
+    # One process, model loaded once, both benchmarks done in it.
+    assert len(kinds(evs, "job_started")) == 1 and len(kinds(evs, "model_loaded")) == 1
+    assert {e["benchmark"] for e in kinds(evs, "benchmark_done")} == {"DemoMCQ", "DemoShapes"}
+    assert len({e["pid"] for e in kinds(evs, "job_started")}) == 1
+
+    # The layout users know.
+    for rel in ("run.json", "logs/evaluation_summary.log", "logs/demo-tiny-llava.log",
+                "results/demo-tiny-llava_results.csv", "results/demo-tiny-llava_results.xlsx",
+                "results/summary.csv", "results/summary.xlsx", "EVALUATION_REPORT.md"):  # fmt: skip
+        assert (run / rel).is_file(), rel
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["status"] == "finished" and manifest["limit"] == 8
+    assert manifest["envs"]["tf437"]["versions"]["transformers"] == "4.37.2"
+    assert manifest["judge"] == "exact_matching"
+
+    # Headline numbers = VLMEvalKit's own score file x 100, in CSV, XLSX, report and console.
+    with (run / "results" / "summary.csv").open() as f:
+        summary = {r["benchmark"]: r for r in csv.DictReader(f)}
+    wb = openpyxl.load_workbook(run / "results" / "summary.xlsx")
+    pairs = list(wb["pairs"].values)
+    xlsx = {row[2]: row for row in pairs[1:]}
+    report = (run / "EVALUATION_REPORT.md").read_text()
+    for bench in ("DemoMCQ", "DemoShapes"):
+        [done] = kinds(evs, "benchmark_done", bench)
+        [acc_file] = [f for f in done["score_files"] if f.endswith("_acc.csv")]
+        assert Path(acc_file).parent == run / "demo-tiny-llava" / bench
+        with open(acc_file) as f:
+            own = next(csv.DictReader(f))
+        expected = float(own["Overall"]) * 100
+        assert float(summary[bench]["value"]) == pytest.approx(expected, abs=1e-9)
+        assert summary[bench]["status"] == "done" and summary[bench]["samples"] == "8"
+        assert xlsx[bench][pairs[0].index("value")] == pytest.approx(expected, abs=1e-9)
+        assert f"{expected:.2f}" in report
+        # The limited subset: 8 rows really predicted and evaluated.
+        assert done["samples"] == 8
+    assert "DemoMCQ" in proc.stdout and "done" in proc.stdout
+
+    # `report` rebuilds every table and the report byte for byte, from disk alone.
+    before = snapshot(run)
+    rebuilt = demo_ws.run("report", str(run), check=True)
+    assert "rebuilt" in rebuilt.stdout
+    assert snapshot(run) == before
+
+    # Re-running the same command is safe and cheap: nothing is recomputed.
+    again = eval_ok(
+        demo_ws, "demo-tiny-llava", "DemoMCQ", "DemoShapes", "--limit", "8", "--run-name", "r1"
+    )
+    assert "already done" in again.stderr
+    assert len(kinds(events(run, "demo-tiny-llava"), "job_started")) == 1
+
+    # A run with a different limit never mixes into this one.
+    mixed = demo_ws.run("eval", "demo-tiny-llava", "DemoMCQ", "--limit", "4", "--run-name", "r1")
+    assert mixed.returncode != 0 and "was made with --limit 8, not 4" in mixed.stderr
+
+
+def test_the_same_samples_for_every_model(demo_ws):
+    (demo_ws.cwd / "spectravenv.toml").write_text(USER_MODELS)
+    eval_ok(demo_ws, "demo-tiny-llava", "flaky-demo", "DemoMCQ", "--limit", "6", "--run-name", "s")
+    run = demo_ws.cwd / "outputs" / "s"
+    chosen = [kinds(events(run, m), "benchmark_started", "DemoMCQ")[0]["indices"]
+              for m in ("demo-tiny-llava", "flaky-demo")]  # fmt: skip
+    assert chosen[0] == chosen[1] and len(chosen[0]) == 6
+    assert chosen[0] != list(range(6)), "not simply the first rows"
+
+
+def wait_for(predicate, timeout: float = 300, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_resume_after_a_killed_run_skips_finished_pairs(demo_ws):
+    (demo_ws.cwd / "spectravenv.toml").write_text(USER_MODELS)
+    p = demo_ws.popen(
+        "eval", "slow-demo", "DemoMCQ", "DemoShapes", "--limit", "6", "--run-name", "k"
+    )
+    run = demo_ws.cwd / "outputs" / "k"
+    wait_for(
+        lambda: kinds(events(run, "slow-demo"), "progress", "DemoShapes"),
+        what="DemoShapes progress",
+    )
+    # Kill everything hard, dispatcher and runner alike: no chance to clean up.
+    family = [psutil.Process(p.pid), *psutil.Process(p.pid).children(recursive=True)]
+    runner_pids = [c.pid for c in family[1:]]
+    for proc in family:
+        proc.kill()
+    for pid in runner_pids:
+        psutil.wait_procs([psutil.Process(pid)] if psutil.pid_exists(pid) else [], timeout=10)
+
+    resumed = demo_ws.run("eval", "--resume", str(run), timeout=900)
+    assert resumed.returncode == 0, resumed.stderr
+    evs = events(run, "slow-demo")
+    second = evs[max(i for i, e in enumerate(evs) if e["event"] == "job_started") :]
+    assert not kinds(second, "benchmark_started", "DemoMCQ"), "the finished pair was recomputed"
+    [restart] = kinds(second, "benchmark_started", "DemoShapes")
+    assert restart["reused"] >= 1, "partial predictions of the killed run were not reused"
+    assert {e["benchmark"] for e in kinds(evs, "benchmark_done")} == {"DemoMCQ", "DemoShapes"}
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+
+
+def test_a_failing_pair_is_reported_while_the_others_finish(demo_ws):
+    (demo_ws.cwd / "spectravenv.toml").write_text(USER_MODELS)
+    proc = demo_ws.run("eval", "flaky-demo", "broken-demo", "demo-tiny-llava", "DemoMCQ", "DemoShapes",
+                       "--limit", "4", "--run-name", "f", timeout=900)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    run = demo_ws.cwd / "outputs" / "f"
+    with (run / "results" / "summary.csv").open() as f:
+        status = {
+            (r["model"], r["benchmark"]): (r["status"], r["error"]) for r in csv.DictReader(f)
+        }
+    assert status[("flaky-demo", "DemoMCQ")][0] == "done"
+    assert status[("flaky-demo", "DemoShapes")] == (
+        "failed",
+        status[("flaky-demo", "DemoShapes")][1],
+    )
+    assert "fail_on test hook" in status[("flaky-demo", "DemoShapes")][1]
+    assert status[("broken-demo", "DemoMCQ")][0] == "failed"
+    assert "fail_load test hook" in status[("broken-demo", "DemoShapes")][1]
+    assert status[("demo-tiny-llava", "DemoMCQ")][0] == "done"
+    assert status[("demo-tiny-llava", "DemoShapes")][0] == "done"
+    report = (run / "EVALUATION_REPORT.md").read_text()
+    assert (
+        "## Failures" in report
+        and "fail_on test hook" in report
+        and "logs/flaky-demo.log" in report
+    )
+    assert "fail_on test hook" in proc.stdout  # the console summary names the error
+
+
+def test_ctrl_c_stops_every_child_and_keeps_what_finished(demo_ws):
+    (demo_ws.cwd / "spectravenv.toml").write_text(USER_MODELS)
+    p = demo_ws.popen("eval", "slow-demo", "DemoMCQ", "--limit", "20", "--run-name", "c")
+    run = demo_ws.cwd / "outputs" / "c"
+    wait_for(lambda: kinds(events(run, "slow-demo"), "progress", "DemoMCQ"), what="progress")
+    tree = psutil.Process(p.pid).children(recursive=True)
+    assert tree, "the runner should be running"
+    os.kill(p.pid, signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    gone, alive = psutil.wait_procs(tree, timeout=5)
+    assert not alive, f"orphans left: {alive}"
+    assert "--resume" in err
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["status"] == "interrupted"
+    with (run / "results" / "summary.csv").open() as f:
+        assert [r["status"] for r in csv.DictReader(f)] == ["interrupted"]
+
+
+def test_secrets_reach_the_child_only(demo_ws):
+    (demo_ws.cwd / "spectravenv.toml").write_text(USER_MODELS)
+    (demo_ws.cwd / ".env").write_text(
+        f"# secrets\nHF_TOKEN={FAKE_TOKEN}\nOPENAI_API_KEY='sk-FAKE-abcdefgh'\n"
+    )
+    proc = eval_ok(demo_ws, "env-demo", "DemoMCQ", "--limit", "2", "--run-name", "s")
+    run = demo_ws.cwd / "outputs" / "s"
+    log = (run / "logs" / "env-demo.log").read_text()
+    # The child saw the real value (it printed its hash), and printed the value itself too...
+    digest = hashlib.sha256(FAKE_TOKEN.encode()).hexdigest()
+    assert f"HF_TOKEN sha256={digest}" in log
+    # ...which never reached the disk or the console.
+    for path in run.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert FAKE_TOKEN.encode() not in data and b"sk-FAKE-abcdefgh" not in data, path
+    assert FAKE_TOKEN not in proc.stdout + proc.stderr
+    assert json.loads((run / "run.json").read_text())["secrets_passed"] == [
+        "HF_TOKEN",
+        "OPENAI_API_KEY",
+    ]
+
+
+def test_each_child_sees_the_gpus_it_was_given(demo_ws, tmp_path):
+    """Two fake GPUs (canned nvidia-smi): two jobs run at once, each with its own GPU."""
+    from .gpu_fixtures import h100s
+
+    (demo_ws.cwd / "spectravenv.toml").write_text(USER_MODELS)
+    (tmp_path / "gpus.csv").write_text(h100s(2))
+    fakes = Path(__file__).parent / "fakes"
+    demo_ws.env.update(
+        PATH=f"{fakes}:{demo_ws.env['PATH']}", FAKE_SMI_GPUS=str(tmp_path / "gpus.csv")
+    )
+    eval_ok(demo_ws, "slow-demo", "demo-tiny-llava", "DemoMCQ", "--limit", "3", "--run-name", "g")
+    run = demo_ws.cwd / "outputs" / "g"
+    seen = {m: kinds(events(run, m), "job_started")[0] for m in ("slow-demo", "demo-tiny-llava")}
+    assert sorted(e["cuda_visible_devices"] for e in seen.values()) == ["0", "1"]
+    # They overlapped in time: started before the other finished.
+    spans = {m: (kinds(events(run, m), "job_started")[0]["time"], kinds(events(run, m), "job_done")[0]["time"])
+             for m in seen}  # fmt: skip
+    (a0, a1), (b0, b1) = spans.values()
+    assert a0 < b1 and b0 < a1

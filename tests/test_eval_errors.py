@@ -1,0 +1,77 @@
+"""Bad input to `spectravenv eval`: one clear line, non-zero exit, nothing built or started."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .gpu_fixtures import h100s
+from .test_envs import one_line_error
+
+FAKES = Path(__file__).parent / "fakes"
+
+
+@pytest.fixture
+def fake_gpus(ws, tmp_path):
+    (tmp_path / "gpus.csv").write_text(h100s(2, [81000, 10240]))
+    ws.env.update(PATH=f"{FAKES}:{ws.env['PATH']}", FAKE_SMI_GPUS=str(tmp_path / "gpus.csv"))
+    return ws
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["qwen_chatt", "MMBench_DEV_EN"], "did you mean: qwen_chat"),
+        (["qwen_chat", "MMBench_DEV_E"], "did you mean: MMBench_DEV_EN"),
+        (["-m", "nope", "-d", "POPE"], "unknown model 'nope'"),
+        (["qwen_chat"], "no benchmark given"),
+        (["demo-tiny-llava", "DemoMCQ", "--limit", "0"], "--limit must be a positive number"),
+        (["demo-tiny-llava", "DemoMCQ", "--limit", "-3"], "--limit must be a positive number"),
+        (["demo-tiny-llava", "DemoMCQ", "--env-file", "."], "is a directory"),
+        (["demo-tiny-llava", "DemoMCQ", "--env-file", "missing.env"], "cannot read --env-file"),
+        (["qwen_chat", "MMBench_DEV_KO"], "needs VLMEvalKit >= 0.0.20"),
+        (["demo-tiny-llava", "DemoMCQ", "--resume", "nowhere"], "not a spectravenv run"),
+    ],
+)
+def test_bad_input(ws, args, needle):
+    assert needle in one_line_error(ws.run("eval", *args))
+    assert not (ws.home / "envs").exists(), "nothing may be built for a bad request"
+
+
+def test_output_dir_that_is_a_file(ws):
+    (ws.cwd / "outputs").write_text("not a folder")
+    assert "is a file" in one_line_error(ws.run("eval", "demo-tiny-llava", "DemoMCQ"))
+
+
+def test_a_gpu_that_does_not_exist(fake_gpus):
+    msg = one_line_error(fake_gpus.run("eval", "demo-tiny-llava", "DemoMCQ", "--gpus", "0,5"))
+    assert "GPU 5 does not exist here (visible GPUs: 0, 1)" in msg
+
+
+def test_no_gpu_for_a_gpu_model_says_what_it_needs(ws):
+    msg = one_line_error(ws.run("eval", "qwen_chat", "MMBench_DEV_EN"))
+    assert "qwen_chat needs a GPU with >= 24 GB free" in msg
+
+
+def test_a_model_too_big_for_the_free_memory(fake_gpus):
+    msg = one_line_error(fake_gpus.run("eval", "llava_v1.5_13b", "POPE", "--gpus", "1"))
+    assert "needs 45 GB of GPU memory on one GPU" in msg and "at most 10 GB free" in msg
+
+
+def test_dry_run_prints_the_plan_without_a_gpu(ws):
+    proc = ws.run("eval", "qwen_chat", "MMBench_DEV_EN", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "qwen_chat" in proc.stdout and "tf433" in proc.stdout and "MMBench_DEV_EN" in proc.stdout
+    assert "needs a GPU with >= 24 GB free" in proc.stdout
+    assert not (ws.cwd / "outputs").exists()
+
+
+def test_dry_run_on_eight_gpus_shows_the_placement(fake_gpus, tmp_path):
+    (tmp_path / "gpus.csv").write_text(h100s(8))
+    proc = fake_gpus.run(
+        "eval", "qwen_chat", "llava_v1.5_13b", "InternVL2-76B", "MMBench_DEV_EN", "--dry-run"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "expected makespan" in proc.stdout
+    assert 'device_map="auto"' in proc.stdout  # the 76B model spans GPUs
