@@ -216,9 +216,9 @@ def test_ctrl_c_stops_every_child_and_keeps_what_finished(demo_ws):
     tree = psutil.Process(p.pid).children(recursive=True)
     assert tree, "the runner should be running"
     os.kill(p.pid, signal.SIGINT)
-    out, err = p.communicate(timeout=120)
+    _out, err = p.communicate(timeout=120)
     assert p.returncode == 130, err
-    gone, alive = psutil.wait_procs(tree, timeout=5)
+    _gone, alive = psutil.wait_procs(tree, timeout=5)
     assert not alive, f"orphans left: {alive}"
     assert "--resume" in err
     manifest = json.loads((run / "run.json").read_text())
