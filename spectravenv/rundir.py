@@ -111,18 +111,24 @@ def outcomes(
         return out
     for f in sorted(events_dir.glob("*.jsonl")):
         job_id = f.stem
-        model = (job_models or {}).get(job_id) or _model_of(run, job_id)
+        spec = _job_spec(run, job_id)
+        model = (job_models or {}).get(job_id) or spec.get("model", {}).get("name", job_id)
         for ev in read_all(f):
             if ev.get("rank", 0) not in (0, None):
                 continue
             kind, bench = ev["event"], ev.get("benchmark")
             if kind == "job_started":
+                # The job file names what this attempt was asked to do; its pairs exist from now.
+                for b in spec.get("benchmarks", []):
+                    out.setdefault((model, b["name"]), PairOutcome(model, b["name"]))
                 # A new attempt: anything left "running" by the previous one was cut short.
                 for o in out.values():
                     if o.model == model and o.status == "running":
                         o.status = "interrupted"
                 continue
             if kind == "job_failed":
+                for b in spec.get("benchmarks", []):
+                    out.setdefault((model, b["name"]), PairOutcome(model, b["name"]))
                 for o in out.values():
                     if o.model == model and o.status in ("running", "pending"):
                         o.status, o.error = "failed", ev.get("error", "")
@@ -146,11 +152,11 @@ def outcomes(
     return out
 
 
-def _model_of(run: RunDir, job_id: str) -> str:
+def _job_spec(run: RunDir, job_id: str) -> dict[str, Any]:
     try:
-        return json.loads(run.job_file(job_id).read_text())["model"]["name"]
-    except (OSError, ValueError, KeyError):
-        return job_id
+        return json.loads(run.job_file(job_id).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def mark_interrupted(outs: dict[tuple[str, str], PairOutcome]) -> None:
