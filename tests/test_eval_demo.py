@@ -30,7 +30,7 @@ USER_MODELS = """
 env = "tf437"
 builtin = "demo-tiny-llava"
 cpu = true
-kwargs = { sleep = 1.0 }
+kwargs = { sleep = 0.4 }
 
 [models.flaky-demo]
 env = "tf437"
