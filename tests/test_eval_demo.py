@@ -153,13 +153,16 @@ def wait_for(predicate, timeout: float = 300, what: str = "") -> None:
 def test_resume_after_a_killed_run_skips_finished_pairs(demo_ws):
     (demo_ws.cwd / "spectravenv.toml").write_text(USER_MODELS)
     p = demo_ws.popen(
-        "eval", "slow-demo", "DemoMCQ", "DemoShapes", "--limit", "6", "--run-name", "k"
+        "eval", "slow-demo", "DemoMCQ", "DemoShapes", "--limit", "20", "--run-name", "k"
     )
     run = demo_ws.cwd / "outputs" / "k"
-    wait_for(
-        lambda: kinds(events(run, "slow-demo"), "progress", "DemoShapes"),
-        what="DemoShapes progress",
-    )
+
+    def past_first_save() -> bool:
+        # VLMEvalKit saves partial predictions every 10 samples: kill after the first save.
+        progress = kinds(events(run, "slow-demo"), "progress", "DemoShapes")
+        return any(e["done"] >= 12 for e in progress)
+
+    wait_for(past_first_save, what="DemoShapes past 12 samples")
     # Kill everything hard, dispatcher and runner alike: no chance to clean up.
     family = [psutil.Process(p.pid), *psutil.Process(p.pid).children(recursive=True)]
     runner_pids = [c.pid for c in family[1:]]
