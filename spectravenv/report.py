@@ -74,7 +74,11 @@ def _stable_zip(data: bytes) -> bytes:
             data = src.read(info.filename)
             if info.filename == "docProps/core.xml":
                 # openpyxl stamps "modified" with the time of saving, whatever we set.
-                data = re.sub(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*", rb"\g<1>2000-01-01T00:00:00Z", data)
+                data = re.sub(
+                    rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*",
+                    rb"\g<1>2000-01-01T00:00:00Z",
+                    data,
+                )
             dst.writestr(fixed, data)
     return out.getvalue()
 
@@ -128,11 +132,15 @@ def _md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def render_markdown(
-    rows: list[Row], manifests: list[tuple[str, dict[str, Any]]], catalog: Catalog
+    rows: list[Row],
+    manifests: list[tuple[str, dict[str, Any]]],
+    catalog: Catalog,
+    spans: list[rundir.JobSpan],
 ) -> str:
     done = [r for r in rows if r.status == "done"]
     failed = [r for r in rows if r.status in ("failed", "interrupted")]
-    gpu_seconds = sum((r.seconds or 0) for r in rows)
+    job_seconds = sum(s.seconds for s in spans)
+    gpu_seconds = sum(s.seconds * s.gpus for s in spans)
     wall = sum(_wall_seconds(m) for _, m in manifests)
     out = ["# Evaluation report", ""]
     runs = ", ".join(name for name, _ in manifests)
@@ -142,7 +150,16 @@ def render_markdown(
         "## Summary",
         "",
         _md_table(
-            ("pairs", "done", "failed", "interrupted", "success rate", "wall time", "job time"),
+            (
+                "pairs",
+                "done",
+                "failed",
+                "interrupted",
+                "success rate",
+                "wall time",
+                "job time",
+                "GPU time",
+            ),
             [
                 (
                     len(rows),
@@ -151,7 +168,8 @@ def render_markdown(
                     sum(r.status == "interrupted" for r in rows),
                     f"{100 * len(done) / len(rows):.1f}%" if rows else "-",
                     duration(wall) if wall else "-",
-                    duration(gpu_seconds),
+                    duration(job_seconds),
+                    duration(gpu_seconds) if gpu_seconds else "- (CPU only)",
                 )
             ],
         ),
@@ -248,7 +266,8 @@ def write_all(run: rundir.RunDir, catalog: Catalog, secrets: Secrets | None = No
     write_tables(rows, run.path)
     manifest = run.manifest() or {}
     rundir.write_atomic(
-        run.path / REPORT, render_markdown(rows, [(run.path.name, manifest)], catalog) + "\n"
+        run.path / REPORT,
+        render_markdown(rows, [(run.path.name, manifest)], catalog, rundir.job_spans(run)) + "\n",
     )
     return console_summary(rows)
 
@@ -262,7 +281,8 @@ def write_merged(runs: list[rundir.RunDir], catalog: Catalog, out_dir: Path,
     rows = results.merge([results.rows_for_run(r, catalog) for r in runs], [rank[s] for s in order])
     rows = _redacted(rows, secrets)
     write_tables(rows, out_dir)
-    rundir.write_atomic(out_dir / REPORT, render_markdown(rows, manifests, catalog) + "\n")
+    spans = [s for r in runs for s in rundir.job_spans(r)]
+    rundir.write_atomic(out_dir / REPORT, render_markdown(rows, manifests, catalog, spans) + "\n")
     return console_summary(rows)
 
 

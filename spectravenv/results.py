@@ -125,6 +125,12 @@ def rows_for_run(run: RunDir, catalog: Catalog) -> list[Row]:
         for o in outs.values():
             if o.status == "running":
                 o.status = "interrupted"
+    # Pairs the run asked for but never started (it was interrupted first, or their job could
+    # not start) are listed as skipped: a table that silently drops them would overstate a run.
+    if manifest.get("status") in ("finished", "failed", "interrupted"):
+        for model in manifest.get("models", []):
+            for bench in manifest.get("benchmarks", []):
+                outs.setdefault((model, bench), PairOutcome(model, bench, status="skipped"))
     rows = []
     for (model, bench), o in sorted(outs.items()):
         rows.append(_row(run, catalog, o, model, bench, limit))

@@ -172,3 +172,40 @@ def latest_run(output_dir: Path) -> Path:
             f"no run to resume in {output_dir}; give the run folder: --resume DIR"
         )
     return max(runs, key=lambda p: p.joinpath(MANIFEST).stat().st_mtime)
+
+
+@dataclass(frozen=True)
+class JobSpan:
+    job_id: str
+    started: float
+    ended: float
+    gpus: int  # GPUs the runner was given (0: CPU)
+
+    @property
+    def seconds(self) -> float:
+        return max(0.0, self.ended - self.started)
+
+
+def job_spans(run: RunDir) -> list[JobSpan]:
+    """Each runner attempt's wall time and GPU count, from its events (for job and GPU time)."""
+    spans: list[JobSpan] = []
+    events_dir = run.internal / "events"
+    for f in sorted(events_dir.glob("*.jsonl")) if events_dir.is_dir() else []:
+        start: dict[str, Any] | None = None
+        last = 0.0
+        for ev in read_all(f):
+            if ev.get("rank", 0) not in (0, None):
+                continue
+            if ev["event"] == "job_started":
+                if start is not None:
+                    spans.append(_span(f.stem, start, last))
+                start = ev
+            last = ev["time"]
+        if start is not None:
+            spans.append(_span(f.stem, start, last))
+    return spans
+
+
+def _span(job_id: str, start: dict[str, Any], last: float) -> JobSpan:
+    cvd = start.get("cuda_visible_devices") or ""
+    return JobSpan(job_id, start["time"], last, len([x for x in cvd.split(",") if x.strip()]))

@@ -272,3 +272,44 @@ def test_each_child_sees_the_gpus_it_was_given(demo_ws, tmp_path):
              for m in seen}  # fmt: skip
     (a0, a1), (b0, b1) = spans.values()
     assert a0 < b1 and b0 < a1
+
+
+def test_report_of_a_failed_and_interrupted_run_and_a_merge(demo_ws):
+    (demo_ws.cwd / "spectravenv.toml").write_text(
+        USER_MODELS
+        + '\n[models.flaky-slow]\nenv = "tf437"\nbuiltin = "demo-tiny-llava"\ncpu = true\n'
+        'kwargs = { fail_on = ["DemoMCQ"], sleep = 0.4 }\n'
+    )
+    eval_ok(demo_ws, "demo-tiny-llava", "DemoMCQ", "--limit", "4", "--run-name", "m1")
+    p = demo_ws.popen(
+        "eval", "flaky-slow", "DemoMCQ", "DemoShapes", "--limit", "20", "--run-name", "m2"
+    )
+    m2 = demo_ws.cwd / "outputs" / "m2"
+    wait_for(lambda: kinds(events(m2, "flaky-slow"), "progress", "DemoShapes"), what="DemoShapes")
+    os.kill(p.pid, signal.SIGINT)
+    p.communicate(timeout=120)
+    assert p.returncode == 130
+
+    rebuilt = demo_ws.run("report", str(m2), check=True)
+    assert "failed" in rebuilt.stdout and "interrupted" in rebuilt.stdout
+    with (m2 / "results" / "summary.csv").open() as f:
+        status = {r["benchmark"]: (r["status"], r["value"]) for r in csv.DictReader(f)}
+    assert status == {"DemoMCQ": ("failed", ""), "DemoShapes": ("interrupted", "")}
+    report = (m2 / "EVALUATION_REPORT.md").read_text()
+    assert "| 2 | 0 | 1 | 1 | 0.0% |" in report and "fail_on test hook" in report
+
+    merged = demo_ws.run(
+        "report", str(demo_ws.cwd / "outputs" / "m1"), str(m2), "-o", "merged", check=True
+    )
+    assert "merged 2 runs" in merged.stdout
+    with (demo_ws.cwd / "merged" / "results" / "summary.csv").open() as f:
+        rows = {(r["model"], r["benchmark"]): (r["status"], r["run"]) for r in csv.DictReader(f)}
+    assert rows == {
+        ("demo-tiny-llava", "DemoMCQ"): ("done", "m1"),
+        ("flaky-slow", "DemoMCQ"): ("failed", "m2"),
+        ("flaky-slow", "DemoShapes"): ("interrupted", "m2"),
+    }
+    matrix = openpyxl.load_workbook(demo_ws.cwd / "merged" / "results" / "summary.xlsx")["matrix"]
+    assert [c.value for c in matrix[1]] == ["model", "DemoMCQ", "DemoShapes"]
+    text = (demo_ws.cwd / "merged" / "EVALUATION_REPORT.md").read_text()
+    assert "Runs: m1, m2" in text and "### Run m1" in text and "### Run m2" in text
