@@ -14,7 +14,7 @@ def test_headline_is_read_never_guessed():
     b = Benchmark("X", kind="MCQ", metric="Overall accuracy", headline="Overall", scale=100)
     assert headline(b, {"Overall": 0.8125, "cat": 0.5}) == ("Overall accuracy", 81.25, "")
     assert headline(b, {"dev/Overall": 0.5})[1] == 50.0  # one split row: split/metric
-    name, value, note = headline(b, {"dev/Overall": 0.5, "test/Overall": 0.7})
+    _name, value, note = headline(b, {"dev/Overall": 0.5, "test/Overall": 0.7})
     assert value is None and "ambiguous" in note
     _name, value, note = headline(b, {"acc": 0.5})
     assert value is None and note.startswith("no headline metric")
