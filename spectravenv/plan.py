@@ -101,7 +101,7 @@ def gpu_need(model: Model, pool: list[GPU]) -> tuple[int, str]:
             f"{model.name} needs a GPU with >= {model.gpu_memory_gb:g} GB free"
             + (f" ({model.gpus} GPUs)" if model.gpus > 1 else "")
             + "; no GPU is visible here (nvidia-smi found none, or CUDA_VISIBLE_DEVICES hides "
-            "them). Run on a GPU node, or use --launcher slurm"
+            "them). Run on a GPU node"
         )
     frees = sorted((g.free_gb for g in pool), reverse=True)
     for k in range(max(model.gpus, 1), len(pool) + 1):
