@@ -61,6 +61,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from spectravenv_builtins import sha256_file  # stdlib-only sibling; shared helper
+
 RUNNER_SCHEMA = 1
 # The marker VLMEvalKit uses for failed answers (vlmeval.inference.FAIL_MSG, same in 0.0.18
 # and 0.0.20); predictions containing it are retried on the next run, by VLMEvalKit and here.
@@ -500,14 +502,6 @@ class circular_eval_guard:
         finally:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def snapshot(folder: str) -> dict[str, int]:
