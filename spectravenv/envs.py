@@ -271,6 +271,7 @@ def _build(env: Env, key: str, paths: Paths, report: Reporter) -> None:
             "lock_sha256": locks.digest(env.lock),
             "python": info["python"],
             "versions": info["versions"],
+            "cuda_runtime": info.get("cuda_runtime"),  # of the torch build; the driver is per node
             "packages": len(packages),
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "build_seconds": round(time.monotonic() - started, 1),
