@@ -80,6 +80,9 @@ class Benchmark:
     metric: str | None = None
     headline: str | None = None  # the sub-score (key in the flattened score file) to headline
     scale: float = 1.0  # multiplies the headline into 0-100
+    # The headline is a count of correct answers (OCRBench's "Final Score"): 0-100 is
+    # count / samples evaluated x 100, which stays right under --limit.
+    per_sample: bool = False
     samples: int = 1000
     since_vlmeval: str | None = None
     builtin: str | None = None
@@ -180,6 +183,7 @@ _BENCH_KEYS = {
     "metric": str,
     "headline": str,
     "scale": (int, float),
+    "per_sample": bool,
     "samples": int,
     "since_vlmeval": str,
     "builtin": str,
@@ -313,6 +317,7 @@ def _build_benchmark(name: str, f: dict[str, Any]) -> Benchmark:
         # A user's TSV is scored by VLMEvalKit's custom MCQ path unless it says otherwise.
         headline=f.get("headline", "Overall" if kind == "MCQ" else None),
         scale=float(f.get("scale", 100 if kind == "MCQ" else 1)),
+        per_sample=f.get("per_sample", False),
         samples=f.get("samples", 1000),
         since_vlmeval=f.get("since_vlmeval"),
         builtin=f.get("builtin"),

@@ -103,7 +103,9 @@ def read_scores(files: list[str]) -> dict[str, float]:
     return scores
 
 
-def headline(bench: Benchmark | None, scores: dict[str, float]) -> tuple[str, float | None, str]:
+def headline(
+    bench: Benchmark | None, scores: dict[str, float], samples: int | None = None
+) -> tuple[str, float | None, str]:
     """(metric name, value on 0-100, note). The key must be found, never guessed."""
     if bench is None or not bench.headline:
         return "", None, "no headline metric"
@@ -112,7 +114,12 @@ def headline(bench: Benchmark | None, scores: dict[str, float]) -> tuple[str, fl
     if len(hits) != 1:
         why = "not in the score file" if not hits else f"ambiguous ({', '.join(hits)})"
         return bench.metric or key, None, f"no headline metric: {key} {why}"
-    return bench.metric or key, round(scores[hits[0]] * bench.scale, 6), ""
+    raw = scores[hits[0]]
+    if bench.per_sample:
+        if not samples:
+            return bench.metric or key, None, f"no headline metric: {key} needs the sample count"
+        return bench.metric or key, round(raw * 100 / samples, 6), ""
+    return bench.metric or key, round(raw * bench.scale, 6), ""
 
 
 def rows_for_run(run: RunDir, catalog: Catalog) -> list[Row]:
@@ -143,7 +150,9 @@ def _row(run: RunDir, catalog: Catalog, o: PairOutcome, model: str, bench: str,
     m = catalog.models.get(model)
     scores = read_scores(o.score_files) if o.status == "done" else {}
     metric, value, note = (
-        headline(b, scores) if o.status == "done" else ((b.metric or "") if b else "", None, "")
+        headline(b, scores, o.samples)
+        if o.status == "done"
+        else ((b.metric or "") if b else "", None, "")
     )
     if o.status == "done" and not scores:
         note = "score files missing or empty"

@@ -34,3 +34,10 @@ def test_merge_newest_result_wins_but_never_erases_a_done_one():
     ]
     merged = {r.benchmark: (r.run, r.value) for r in merge([old, new], [1.0, 2.0])}
     assert merged == {"A": ("r2", 60.0), "B": ("r1", 10.0), "C": ("r2", 5.0)}
+
+
+def test_a_count_headline_is_scaled_by_the_samples_scored():
+    b = Benchmark("OCRBench", kind="OCR", headline="Final Score", per_sample=True)
+    assert headline(b, {"Final Score": 6.0}, samples=8)[1] == 75.0  # a --limit 8 run
+    assert headline(b, {"Final Score": 823.0}, samples=1000)[1] == 82.3
+    assert headline(b, {"Final Score": 6.0})[1] is None
