@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -226,7 +227,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 )
 @click.option(
     "--output-dir",
-    type=click.Path(path_type=__import__("pathlib").Path),
+    type=click.Path(path_type=Path),
     default="outputs",
     show_default=True,
 )
@@ -240,7 +241,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 )
 @click.option(
     "--env-file",
-    type=click.Path(path_type=__import__("pathlib").Path),
+    type=click.Path(path_type=Path),
     help="KEY=VALUE secrets for the child processes only  [default: ./.env if present]",
 )
 @click.option(
@@ -280,8 +281,6 @@ def eval_cmd(
     NAMES are models and benchmarks in any order, e.g.
     `spectravenv eval qwen_chat llava_v1.5_7b MMBench_DEV_EN TextVQA_VAL` runs the 2x2 matrix.
     """
-    from pathlib import Path
-
     from .evaluation import EvalRequest, evaluate
 
     paths, cat = _context()
@@ -298,10 +297,10 @@ def eval_cmd(
 
 @cli.command()
 @click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True,
-                type=click.Path(path_type=__import__("pathlib").Path))  # fmt: skip
-@click.option("-o", "--output-dir", type=click.Path(path_type=__import__("pathlib").Path),
+                type=click.Path(path_type=Path))  # fmt: skip
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path),
               help="Where a merge of several runs is written  [default: ./merged-report]")  # fmt: skip
-@click.option("--env-file", type=click.Path(path_type=__import__("pathlib").Path),
+@click.option("--env-file", type=click.Path(path_type=Path),
               help="Secrets to mask in error excerpts  [default: ./.env if present]")  # fmt: skip
 def report(run_dirs, output_dir, env_file) -> None:
     """Rebuild tables and EVALUATION_REPORT.md from run folders; merge several into one matrix.
@@ -309,8 +308,6 @@ def report(run_dirs, output_dir, env_file) -> None:
     Needs only the run folders (no env). With several runs, the newest finished result of each
     (model, benchmark) wins and names the run it came from.
     """
-    from pathlib import Path
-
     from . import report as report_mod
     from . import rundir
     from . import secrets as secrets_mod

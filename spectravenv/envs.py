@@ -206,7 +206,7 @@ def _sync_error(env: Env, stderr: str, paths: Paths) -> SpectravenvError:
             f"{env.lock.name}; the lock is wrong or the file was tampered with. Nothing was "
             f"changed; re-lock with `spectravenv lock {env.name}` if the new file is trusted"
         )
-    return SpectravenvError(f"env {env.name!r}: uv failed: {locks._uv_error_line(stderr)}")
+    return SpectravenvError(f"env {env.name!r}: uv failed: {locks.uv_error_line(stderr)}")
 
 
 VERIFY_SCRIPT = RUNNERS_DIR / "env_probe.py"
@@ -367,7 +367,7 @@ def ensure_addon(
             shutil.rmtree(tmp, ignore_errors=True)
             raise SpectravenvError(
                 f"add-on {addon.name} could not be installed from {addon.source}: "
-                f"{locks._uv_error_line(proc.stderr)} (offline? pre-build it on a node with "
+                f"{locks.uv_error_line(proc.stderr)} (offline? pre-build it on a node with "
                 "network access with `spectravenv sync`)"
             )
         _write_json(tmp / MARKER, {"addon": addon.name, "source": addon.source})

@@ -7,6 +7,7 @@ started; what finished is never lost, so `--resume` (or the same command again) 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import threading
@@ -201,15 +202,13 @@ def evaluate(req: EvalRequest, paths: Paths, catalog: Catalog, out: TextIO, err:
         )
         for j in the_plan.todo
     }  # fmt: skip
-    import os
-
     launch = Launch(
         run=run,
         job_files=job_files,
         pythons={n: s.python for n, s in ready.items()},
         addons=addon_dirs,
         secrets=secrets,
-        paths_env=lambda g, a, t: jobfiles.child_env(os.environ, paths, secrets, g, a, t),
+        child_env=lambda g, a, t: jobfiles.child_env(os.environ, paths, secrets, g, a, t),
         timeout=req.timeout,
         requery=(lambda: gpus.query()) if inventory else None,
     )
@@ -224,8 +223,18 @@ def evaluate(req: EvalRequest, paths: Paths, catalog: Catalog, out: TextIO, err:
 
 
 def _manifest(
-    req, run, old, models, benchmarks, settings, inventory, pool, ready, secrets
+    req: EvalRequest,
+    run: rundir.RunDir,
+    old: dict[str, Any] | None,
+    models: list[str],
+    benchmarks: list[str],
+    settings: dict[str, Any],
+    inventory: list[gpus.GPU],
+    pool: list[gpus.GPU],
+    ready: dict[str, envs.EnvState],
+    secrets: secrets_mod.Secrets,
 ) -> dict[str, Any]:
+    """run.json: everything needed to compare two runs from their manifests alone."""
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     attempts = list((old or {}).get("attempts", []))
     attempts.append({"started": now, "command": secrets.redact(" ".join(req.argv))})

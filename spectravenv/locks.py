@@ -78,13 +78,13 @@ def compile_lock(env: Env, paths: Paths, *, upgrade: bool = False) -> Path:
     proc = procs.run(cmd, env=uv_env(paths), cwd=env.lock.parent)
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
-        raise SpectravenvError(f"could not lock env {env.name!r}: {_uv_error_line(proc.stderr)}")
+        raise SpectravenvError(f"could not lock env {env.name!r}: {uv_error_line(proc.stderr)}")
     read(tmp, env.name)  # refuse to install a lock we could not read back
     tmp.replace(env.lock)
     return env.lock
 
 
-def _uv_error_line(stderr: str) -> str:
+def uv_error_line(stderr: str) -> str:
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     for i, ln in enumerate(lines):
         if ln.startswith(("error:", "×")):

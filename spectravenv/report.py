@@ -7,6 +7,7 @@ pandas and openpyxl are imported here only, so the CLI starts fast.
 
 from __future__ import annotations
 
+import datetime
 import io
 import re
 import zipfile
@@ -60,7 +61,7 @@ def _write_xlsx(sheets: dict[str, Any], path: Path) -> None:
             df.to_excel(xw, sheet_name=name[:31], index=False)
         props = xw.book.properties
         props.creator = "spectravenv"
-        props.created = props.modified = __import__("datetime").datetime(*FIXED_TIME)
+        props.created = props.modified = datetime.datetime(*FIXED_TIME)
     rundir.write_atomic(path, _stable_zip(buf.getvalue()))
 
 
@@ -238,8 +239,7 @@ def render_markdown(
 
 
 def _wall_seconds(m: dict[str, Any]) -> float:
-    import datetime as dt
-
+    dt = datetime
     try:
         fmt = "%Y-%m-%dT%H:%M:%S%z"
         return (

@@ -65,7 +65,8 @@ class Launch:
     pythons: dict[str, Path]  # env name -> env's python
     addons: dict[str, list[Path]]  # job id -> add-on folders for PYTHONPATH
     secrets: Secrets
-    paths_env: Callable[[list[GPU] | None, list[Path], int | None], dict[str, str]]
+    # (GPUs or [] for CPU, add-on folders, CPU threads) -> the runner's environment
+    child_env: Callable[[list[GPU] | None, list[Path], int | None], dict[str, str]]
     timeout: float | None = None
     requery: Callable[[], list[GPU]] | None = None  # fresh free-memory readings
 
@@ -141,7 +142,7 @@ def run_plan(
 
     def start(job: Job, gpus: list[GPU]) -> None:
         threads = gpu_threads if gpus else max(1, cpus // cpu_slots)
-        env = launch.paths_env(gpus, launch.addons.get(job.id, []), threads)
+        env = launch.child_env(gpus, launch.addons.get(job.id, []), threads)
         log = launch.run.log_file(job.model.name)
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("a") as f:
