@@ -28,10 +28,12 @@ class Job:
     est_seconds: float = 0.0
     why: str = ""  # how the GPU count was chosen, for --dry-run
     blocked: str = ""  # why it cannot run on this pool (only with strict=False)
+    replicas: int = 1  # data-parallel copies of the model (torchrun), each on its own GPUs
+    work_seconds: float = 0.0  # inference estimate for one replica, model load excluded
 
     @property
     def per_gpu_gb(self) -> float:
-        return self.model.gpu_memory_gb / max(self.gpus_needed, 1)
+        return self.model.gpu_memory_gb / max(self.gpus_needed // self.replicas, 1)
 
 
 @dataclass
@@ -158,13 +160,41 @@ def build(
                 done=finished,
                 gpus_needed=need,
                 est_seconds=estimate(model, todo, limit) if todo else 0.0,
+                work_seconds=(estimate(model, todo, limit) - model.load_seconds) if todo else 0.0,
                 why=why,
                 blocked=blocked,
             )
         )
+    spread(jobs, len(pool))
     # Longest first, so the big model does not start last and run alone.
     jobs.sort(key=lambda j: -j.est_seconds)
     return Plan(jobs, pool, limit)
+
+
+def spread(jobs: list[Job], n_gpus: int, max_replicas: int = 8) -> None:
+    """Give GPUs that would otherwise idle to the longest jobs, as data-parallel replicas.
+
+    Only when the pool has more GPUs than all jobs need at once: then no job waits for another,
+    and each spare GPU shortens the job that would finish last. Only models that fit on one
+    GPU are replicated (a multi-GPU model already spans its GPUs with device_map="auto").
+    """
+    todo = [j for j in jobs if j.benchmarks and j.gpus_needed > 0]
+    spare = n_gpus - sum(j.gpus_needed for j in todo)
+    candidates = [j for j in todo if j.gpus_needed == 1 and not j.blocked and j.work_seconds > 0]
+    while spare > 0 and candidates:
+        job = max(candidates, key=lambda j: j.est_seconds)
+        samples = sum(b.samples for b in job.benchmarks)
+        if job.replicas >= min(max_replicas, samples):
+            candidates.remove(job)
+            continue
+        job.replicas += 1
+        job.gpus_needed += 1
+        job.est_seconds = job.model.load_seconds + job.work_seconds / job.replicas
+        job.why = (
+            f"data-parallel: {job.replicas} replicas (torchrun), one per GPU, "
+            "since GPUs would otherwise idle"
+        )
+        spare -= 1
 
 
 def format_plan(plan: Plan, ready_envs: dict[str, str]) -> str:

@@ -313,3 +313,37 @@ def test_report_of_a_failed_and_interrupted_run_and_a_merge(demo_ws):
     assert [c.value for c in matrix[1]] == ["model", "DemoMCQ", "DemoShapes"]
     text = (demo_ws.cwd / "merged" / "EVALUATION_REPORT.md").read_text()
     assert "Runs: m1, m2" in text and "### Run m1" in text and "### Run m2" in text
+
+
+def predictions(run: Path, model: str, bench: str) -> dict:
+    ws = openpyxl.load_workbook(run / model / bench / f"{model}_{bench}.xlsx").active
+    rows = list(ws.values)
+    i, p = rows[0].index("index"), rows[0].index("prediction")
+    return {r[i]: r[p] for r in rows[1:]}
+
+
+def test_idle_gpus_split_a_job_data_parallel_with_the_same_predictions(demo_ws, tmp_path):
+    """One job, two fake GPUs: the planner runs two replicas under torchrun (gloo on the CPU),
+    rank 0 merges, and the predictions equal a single process's."""
+    from .gpu_fixtures import h100s
+
+    eval_ok(demo_ws, "demo-tiny-llava", "DemoMCQ", "--limit", "10", "--run-name", "single")
+    (tmp_path / "gpus.csv").write_text(h100s(2))
+    fakes = Path(__file__).parent / "fakes"
+    demo_ws.env.update(
+        PATH=f"{fakes}:{demo_ws.env['PATH']}", FAKE_SMI_GPUS=str(tmp_path / "gpus.csv")
+    )
+    plan = demo_ws.run(
+        "eval", "demo-tiny-llava", "DemoMCQ", "--limit", "10", "--dry-run", check=True
+    )
+    assert "data-parallel: 2 replicas" in plan.stdout
+    eval_ok(demo_ws, "demo-tiny-llava", "DemoMCQ", "--limit", "10", "--run-name", "dp")
+
+    run = demo_ws.cwd / "outputs" / "dp"
+    evs = events(run, "demo-tiny-llava")
+    assert kinds(evs, "job_started")[0]["world_size"] == 2
+    shards = {e["rank"]: e["total"] for e in kinds(evs, "progress") if e["rank"] == 1}
+    assert shards == {1: 5}, "rank 1 inferred its own half"
+    single = predictions(demo_ws.cwd / "outputs" / "single", "demo-tiny-llava", "DemoMCQ")
+    assert len(single) == 10
+    assert predictions(run, "demo-tiny-llava", "DemoMCQ") == single

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spectravenv import gpus, plan
-from spectravenv.catalog import Model
+from spectravenv.catalog import Benchmark, Model
 from spectravenv.errors import SpectravenvError
 
 from .gpu_fixtures import h100s
@@ -55,3 +55,21 @@ def test_expected_makespan_packs_longest_first():
     p = plan.Plan(jobs, pool(2), None)
     # LPT on two GPUs: 100 | 60, then 50 joins the 60 (110), then 40 joins the 100 (140).
     assert p.expected_makespan() == 140
+
+
+def test_idle_gpus_become_data_parallel_replicas_of_the_longest_jobs():
+    def job(name, work):
+        m = model(name)
+        return plan.Job(id=name, model=m, env=None, benchmarks=[Benchmark(name="B", samples=1000)],
+                        est_seconds=m.load_seconds + work, work_seconds=work)  # fmt: skip
+
+    jobs = [job("long", 1000.0), job("short", 100.0)]
+    plan.spread(jobs, n_gpus=5)
+    by = {j.id: j for j in jobs}
+    assert (by["long"].replicas, by["short"].replicas) == (4, 1)  # 1000/4 still > 100
+    assert by["long"].gpus_needed == 4 and "data-parallel: 4 replicas" in by["long"].why
+    assert by["long"].per_gpu_gb == by["long"].model.gpu_memory_gb  # each replica needs it all
+    # No spare GPU: nothing is split.
+    jobs = [job("a", 10.0), job("b", 10.0)]
+    plan.spread(jobs, n_gpus=2)
+    assert [j.replicas for j in jobs] == [1, 1]

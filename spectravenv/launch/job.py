@@ -61,8 +61,9 @@ def write_job(run: RunDir, spec: dict[str, Any]) -> Path:
 def runner_command(python: Path, job_file: Path, replicas: int = 1) -> list[str]:
     if replicas > 1:
         # Data-parallel replicas: VLMEvalKit shards by RANK/WORLD_SIZE, rank 0 merges.
-        return [str(python), "-m", "torch.distributed.run", f"--nproc-per-node={replicas}",
-                "--master-port=0", str(RUNNER), str(job_file)]  # fmt: skip
+        # --standalone: a private rendezvous on a free local port, so jobs never collide.
+        return [str(python), "-m", "torch.distributed.run", "--standalone",
+                f"--nproc-per-node={replicas}", str(RUNNER), str(job_file)]  # fmt: skip
     return [str(python), str(RUNNER), str(job_file)]
 
 

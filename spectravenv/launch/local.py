@@ -141,7 +141,7 @@ def run_plan(
     gpu_threads = max(1, cpus // max(len(plan.gpus), 1))
 
     def start(job: Job, gpus: list[GPU]) -> None:
-        threads = gpu_threads if gpus else max(1, cpus // cpu_slots)
+        threads = max(1, gpu_threads // job.replicas) if gpus else max(1, cpus // cpu_slots)
         env = launch.child_env(gpus, launch.addons.get(job.id, []), threads)
         log = launch.run.log_file(job.model.name)
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +151,7 @@ def run_plan(
             )
         reader = EventReader(launch.run.events_file(job.id))
         reader.read()  # skip what earlier attempts wrote, before this one can write
-        cmd = runner_command(launch.pythons[job.env.name], launch.job_files[job.id])
+        cmd = runner_command(launch.pythons[job.env.name], launch.job_files[job.id], job.replicas)
         proc, pump = procs.spawn(cmd, log=log, env=env, redact=launch.secrets.redact)
         active.append(Active(job, proc, pump, gpus, reader, time.monotonic()))
         where = "CPU" if not gpus else "GPU " + ",".join(str(g.index) for g in gpus)
