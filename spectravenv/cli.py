@@ -260,6 +260,8 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option(
     "--timeout", callback=_duration, help="Stop a job that runs longer than this (e.g. 90m, 2h)."
 )
+@click.option("--retries", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Re-run a failed or timed-out job this many times; finished benchmarks are kept.")  # fmt: skip
 @click.option("--seed", type=int, help="Seed for choosing the --limit samples  [default: 0]")
 def eval_cmd(
     names,
@@ -274,6 +276,7 @@ def eval_cmd(
     dry_run,
     resume,
     timeout,
+    retries,
     seed,
 ) -> None:
     """Evaluate models on benchmarks, each model in its env, on the GPUs it gets.
@@ -288,7 +291,7 @@ def eval_cmd(
         names=list(names), models=list(models), data=list(data), limit=limit, gpus=gpus,
         output_dir=output_dir, run_name=run_name, judge=judge,
         env_file=env_file or Path(".env"), env_file_given=env_file is not None,
-        dry_run=dry_run, resume=resume, timeout=timeout, seed=seed,
+        dry_run=dry_run, resume=resume, timeout=timeout, retries=retries, seed=seed,
         argv=["spectravenv", *sys.argv[1:]],
     )  # fmt: skip
     code = evaluate(req, paths, cat, sys.stdout, sys.stderr)

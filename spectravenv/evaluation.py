@@ -41,6 +41,7 @@ class EvalRequest:
     dry_run: bool = False
     resume: str | None = None  # None: a new run; "": the latest run in output_dir; else a run dir
     timeout: float | None = None
+    retries: int = 0
     seed: int | None = None
     nproc: int = 4
     argv: list[str] = field(default_factory=list)
@@ -195,6 +196,19 @@ def evaluate(req: EvalRequest, paths: Paths, catalog: Catalog, out: TextIO, err:
         req, run, manifest, models, benchmarks, settings, inventory, pool, ready, secrets
     )
     run.write_manifest(manifest)
+
+    def spec(j: plan.Job) -> dict[str, Any]:
+        return jobfiles.job_spec(j, run, paths, limit=settings["limit"], judge=settings["judge"],
+                                 seed=settings["seed"], nproc=req.nproc)  # fmt: skip
+
+    def prepare_retry(j: plan.Job) -> bool:
+        outs = rundir.outcomes(run)
+        j.benchmarks = [b for b in j.benchmarks
+                        if getattr(outs.get((j.model.name, b.name)), "status", None) != "done"]  # fmt: skip
+        if j.benchmarks:
+            jobfiles.write_job(run, spec(j))
+        return bool(j.benchmarks)
+
     job_files = {
         j.id: jobfiles.write_job(
             run, jobfiles.job_spec(j, run, paths, limit=settings["limit"], judge=settings["judge"],
@@ -210,6 +224,8 @@ def evaluate(req: EvalRequest, paths: Paths, catalog: Catalog, out: TextIO, err:
         secrets=secrets,
         child_env=lambda g, a, t: jobfiles.child_env(os.environ, paths, secrets, g, a, t),
         timeout=req.timeout,
+        retries=req.retries,
+        prepare_retry=prepare_retry,
         requery=(lambda: gpus.query()) if inventory else None,
     )
     say(f"run folder: {run.path}")

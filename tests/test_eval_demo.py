@@ -347,3 +347,29 @@ def test_idle_gpus_split_a_job_data_parallel_with_the_same_predictions(demo_ws, 
     single = predictions(demo_ws.cwd / "outputs" / "single", "demo-tiny-llava", "DemoMCQ")
     assert len(single) == 10
     assert predictions(run, "demo-tiny-llava", "DemoMCQ") == single
+
+
+def test_retries_rerun_only_what_failed(demo_ws):
+    (demo_ws.cwd / "spectravenv.toml").write_text(USER_MODELS)
+    proc = demo_ws.run("eval", "flaky-demo", "DemoMCQ", "DemoShapes", "--limit", "3",
+                       "--retries", "1", "--run-name", "r", timeout=900)  # fmt: skip
+    assert proc.returncode == 1 and "retry   flaky-demo (1/1): DemoShapes" in proc.stderr
+    evs = events(demo_ws.cwd / "outputs" / "r", "flaky-demo")
+    assert len(kinds(evs, "job_started")) == 2
+    assert len(kinds(evs, "benchmark_started", "DemoMCQ")) == 1  # finished work is kept
+    assert len(kinds(evs, "benchmark_failed", "DemoShapes")) == 2
+
+
+def test_a_job_past_its_timeout_is_stopped_and_counted_as_failed(demo_ws):
+    (demo_ws.cwd / "spectravenv.toml").write_text(USER_MODELS)
+    proc = demo_ws.run("eval", "slow-demo", "DemoMCQ", "--limit", "24", "--timeout", "12s",
+                       "--run-name", "t", timeout=900)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    run = demo_ws.cwd / "outputs" / "t"
+    with (run / "results" / "summary.csv").open() as f:
+        [row] = list(csv.DictReader(f))
+    assert row["status"] == "failed" and "timed out after 12s" in row["error"]
+    pids = [e["pid"] for e in kinds(events(run, "slow-demo"), "job_started")]
+    assert pids and not any(
+        psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids
+    )

@@ -69,6 +69,9 @@ class Launch:
     child_env: Callable[[list[GPU] | None, list[Path], int | None], dict[str, str]]
     timeout: float | None = None
     requery: Callable[[], list[GPU]] | None = None  # fresh free-memory readings
+    retries: int = 0  # re-runs of a failed or timed-out job, resuming its finished benchmarks
+    # Narrows a job to what is still not done (rewriting its job file); False: nothing left.
+    prepare_retry: Callable[[Job], bool] | None = None
 
 
 class Display:
@@ -136,6 +139,7 @@ def run_plan(
     free = list(plan.gpus)
     active: list[Active] = []
     ends: list[JobEnd] = []
+    retried = {j.id: 0 for j in pending}
     cpus = os.cpu_count() or 1
     cpu_slots = max(1, cpus // 2)
     gpu_threads = max(1, cpus // max(len(plan.gpus), 1))
@@ -213,6 +217,14 @@ def run_plan(
         free.extend(g for g in a.gpus if g not in free)
         free.sort(key=lambda g: g.index)
         active.remove(a)
+        job = a.job
+        if (status in ("failed", "timeout") and not stop.is_set() and retried[job.id] < launch.retries
+                and launch.prepare_retry is not None and launch.prepare_retry(job)):  # fmt: skip
+            retried[job.id] += 1
+            display.event(f"retry   {job.model.name} ({retried[job.id]}/{launch.retries}): "
+                          f"{', '.join(b.name for b in job.benchmarks)}")  # fmt: skip
+            launch.run.log_summary(f"job {job.id} retry {retried[job.id]}/{launch.retries}")
+            pending.insert(0, job)
 
     while pending or active:
         if stop.is_set():
