@@ -262,6 +262,8 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 )
 @click.option("--retries", type=click.IntRange(min=0), default=0, show_default=True,
               help="Re-run a failed or timed-out job this many times; finished benchmarks are kept.")  # fmt: skip
+@click.option("--skip-unsupported", is_flag=True,
+              help="Leave out pairs whose env's VLMEvalKit lacks the benchmark, instead of refusing.")  # fmt: skip
 @click.option("--seed", type=int, help="Seed for choosing the --limit samples  [default: 0]")
 def eval_cmd(
     names,
@@ -277,6 +279,7 @@ def eval_cmd(
     resume,
     timeout,
     retries,
+    skip_unsupported,
     seed,
 ) -> None:
     """Evaluate models on benchmarks, each model in its env, on the GPUs it gets.
@@ -292,6 +295,7 @@ def eval_cmd(
         output_dir=output_dir, run_name=run_name, judge=judge,
         env_file=env_file or Path(".env"), env_file_given=env_file is not None,
         dry_run=dry_run, resume=resume, timeout=timeout, retries=retries, seed=seed,
+        skip_unsupported=skip_unsupported,
         argv=["spectravenv", *sys.argv[1:]],
     )  # fmt: skip
     code = evaluate(req, paths, cat, sys.stdout, sys.stderr)

@@ -42,6 +42,7 @@ class EvalRequest:
     resume: str | None = None  # None: a new run; "": the latest run in output_dir; else a run dir
     timeout: float | None = None
     retries: int = 0
+    skip_unsupported: bool = False
     seed: int | None = None
     nproc: int = 4
     argv: list[str] = field(default_factory=list)
@@ -172,6 +173,7 @@ def evaluate(req: EvalRequest, paths: Paths, catalog: Catalog, out: TextIO, err:
         limit=settings["limit"],
         done=done,
         strict=not req.dry_run,
+        skip_unsupported=req.skip_unsupported,
     )
     states = {j.env.name: envs.status(j.env, paths) for j in the_plan.jobs}
 

@@ -76,9 +76,13 @@ def vlmeval_version(env: Env) -> str | None:
     return locks.pinned(locks.read(env.lock, env.name), "ms-vlmeval")
 
 
-def check_supported(catalog: Catalog, models: list[str], benchmarks: list[str]) -> None:
-    """Refuse pairs whose env's VLMEvalKit release does not know the benchmark."""
+def unsupported(
+    catalog: Catalog, models: list[str], benchmarks: list[str], *, skip: bool = False
+) -> set[tuple[str, str]]:
+    """Pairs whose env's VLMEvalKit release does not know the benchmark: an error, or with
+    `skip` the set of pairs to leave out."""
     versions: dict[str, str | None] = {}
+    out: set[tuple[str, str]] = set()
     for m in models:
         env = catalog.envs[catalog.models[m].env]
         if env.name not in versions:
@@ -87,11 +91,15 @@ def check_supported(catalog: Catalog, models: list[str], benchmarks: list[str]) 
         for b in benchmarks:
             since = catalog.benchmarks[b].since_vlmeval
             if since and have and Version(have) < Version(since):
+                if skip:
+                    out.add((m, b))
+                    continue
                 raise SpectravenvError(
                     f"{b} needs VLMEvalKit >= {since}, but {m}'s env {env.name} is locked to "
                     f"ms-vlmeval {have} (the newest release that imports under transformers "
-                    f"{env.transformers}); drop {b} for {m}, or evaluate it with a model of a newer env"
+                    f"{env.transformers}); drop {b} for {m}, or pass --skip-unsupported"
                 )
+    return out
 
 
 def gpu_need(model: Model, pool: list[GPU]) -> tuple[int, str]:
@@ -133,15 +141,20 @@ def build(
     limit: int | None,
     done: set[tuple[str, str]] | None = None,
     strict: bool = True,
+    skip_unsupported: bool = False,
 ) -> Plan:
     """Jobs for the matrix. `strict=False` (for --dry-run) notes a model that cannot run on this
     pool in its job instead of raising, so the plan can still be shown."""
     done = done or set()
-    check_supported(catalog, models, benchmarks)
+    dropped = unsupported(catalog, models, benchmarks, skip=skip_unsupported)
     jobs = []
     for name in models:
         model = catalog.models[name]
-        todo = [catalog.benchmarks[b] for b in benchmarks if (name, b) not in done]
+        todo = [
+            catalog.benchmarks[b]
+            for b in benchmarks
+            if (name, b) not in done and (name, b) not in dropped
+        ]
         finished = [b for b in benchmarks if (name, b) in done]
         try:
             need, why = gpu_need(model, pool)
@@ -165,13 +178,13 @@ def build(
                 blocked=blocked,
             )
         )
-    spread(jobs, len(pool))
+    spread(jobs, pool)
     # Longest first, so the big model does not start last and run alone.
     jobs.sort(key=lambda j: -j.est_seconds)
     return Plan(jobs, pool, limit)
 
 
-def spread(jobs: list[Job], n_gpus: int, max_replicas: int = 8) -> None:
+def spread(jobs: list[Job], pool: list[GPU], max_replicas: int = 8) -> None:
     """Give GPUs that would otherwise idle to the longest jobs, as data-parallel replicas.
 
     Only when the pool has more GPUs than all jobs need at once: then no job waits for another,
@@ -179,7 +192,11 @@ def spread(jobs: list[Job], n_gpus: int, max_replicas: int = 8) -> None:
     GPU are replicated (a multi-GPU model already spans its GPUs with device_map="auto").
     """
     todo = [j for j in jobs if j.benchmarks and j.gpus_needed > 0]
-    spare = n_gpus - sum(j.gpus_needed for j in todo)
+    if not todo:
+        return
+    # A GPU someone else fills is no spare: count those that could hold the smallest replica.
+    smallest = min(j.per_gpu_gb for j in todo)
+    spare = sum(g.free_gb >= smallest for g in pool) - sum(j.gpus_needed for j in todo)
     candidates = [j for j in todo if j.gpus_needed == 1 and not j.blocked and j.work_seconds > 0]
     while spare > 0 and candidates:
         job = max(candidates, key=lambda j: j.est_seconds)

@@ -64,12 +64,12 @@ def test_idle_gpus_become_data_parallel_replicas_of_the_longest_jobs():
                         est_seconds=m.load_seconds + work, work_seconds=work)  # fmt: skip
 
     jobs = [job("long", 1000.0), job("short", 100.0)]
-    plan.spread(jobs, n_gpus=5)
+    plan.spread(jobs, pool(5))
     by = {j.id: j for j in jobs}
     assert (by["long"].replicas, by["short"].replicas) == (4, 1)  # 1000/4 still > 100
     assert by["long"].gpus_needed == 4 and "data-parallel: 4 replicas" in by["long"].why
     assert by["long"].per_gpu_gb == by["long"].model.gpu_memory_gb  # each replica needs it all
     # No spare GPU: nothing is split.
     jobs = [job("a", 10.0), job("b", 10.0)]
-    plan.spread(jobs, n_gpus=2)
+    plan.spread(jobs, pool(2))
     assert [j.replicas for j in jobs] == [1, 1]

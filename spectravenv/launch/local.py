@@ -24,6 +24,7 @@ from ..events import EventReader
 from ..gpus import GPU
 from ..plan import Job, Plan
 from ..rundir import RunDir
+from ..schedule import choose_starts
 from ..secrets import Secrets
 from .job import runner_command
 
@@ -121,12 +122,6 @@ class Display:
             f"  {a.job.model.name:<18} {a.job.env.name:<6} {where:<10} {what:<32} "
             f"{duration(now - a.started):>7}"
         )
-
-
-def _take(job: Job, free: list[GPU], readings: dict[str, GPU]) -> list[GPU] | None:
-    """GPUs for `job` among those not handed out, each with enough free memory right now."""
-    fits = [g for g in free if readings.get(g.uuid, g).free_gb >= job.per_gpu_gb]
-    return fits[: job.gpus_needed] if len(fits) >= job.gpus_needed else None
 
 
 def run_plan(
@@ -234,18 +229,12 @@ def run_plan(
             readings = {}
             if launch.requery is not None and any(j.gpus_needed for j in pending) and free:
                 readings = {g.uuid: g for g in launch.requery()}
-            for job in list(pending):
-                if job.gpus_needed == 0:
-                    if sum(1 for a in active if not a.gpus) < cpu_slots:
-                        pending.remove(job)
-                        start(job, [])
-                    continue
-                got = _take(job, free, readings)
-                if got is not None:
-                    for g in got:
-                        free.remove(g)
-                    pending.remove(job)
-                    start(job, got)
+            cpu_free = cpu_slots - sum(1 for a in active if not a.gpus)
+            for job, got in choose_starts(pending, free, readings, cpu_free):
+                for g in got:
+                    free.remove(g)
+                pending.remove(job)
+                start(job, got)
             if pending and not active:
                 # Nothing runs and nothing fits: GPUs filled up since planning. Waiting would
                 # wait forever; say so.
