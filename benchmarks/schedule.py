@@ -33,7 +33,28 @@ from spectravenv.schedule import choose_starts
 
 SEED_MODELS = ["qwen_chat", "mPLUG-Owl2", "monkey-chat", "XComposer", "XComposer2",
                "llava_v1.5_7b", "llava_v1.5_13b"]  # fmt: skip
-ACTIVE = ["MMBench_DEV_EN", "TextVQA_VAL", "GQA_TestDev_Balanced", "MMMU_DEV_VAL", "DocVQA_VAL", "ChartQA_TEST", "InfoVQA_VAL", "OCRBench", "AI2D_TEST", "ScienceQA_VAL", "POPE", "HallusionBench", "MMStar", "RealWorldQA", "VisOnlyQA-VLMEvalKit", "VizWiz", "SEEDBench_IMG", "BLINK", "MMBench_DEV_KO", "SEEDBench_IMG_KO"]
+ACTIVE = [
+    "MMBench_DEV_EN",
+    "TextVQA_VAL",
+    "GQA_TestDev_Balanced",
+    "MMMU_DEV_VAL",
+    "DocVQA_VAL",
+    "ChartQA_TEST",
+    "InfoVQA_VAL",
+    "OCRBench",
+    "AI2D_TEST",
+    "ScienceQA_VAL",
+    "POPE",
+    "HallusionBench",
+    "MMStar",
+    "RealWorldQA",
+    "VisOnlyQA-VLMEvalKit",
+    "VizWiz",
+    "SEEDBench_IMG",
+    "BLINK",
+    "MMBench_DEV_KO",
+    "SEEDBench_IMG_KO",
+]
 
 
 def gpus(n: int, busy: int = 0) -> list[GPU]:

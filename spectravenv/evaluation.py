@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import __version__, envs, gpus, plan, rundir
+from . import __version__, envs, gpus, plan, rundir, stats
 from . import secrets as secrets_mod
 from .catalog import Catalog
 from .errors import SpectravenvError
@@ -165,8 +165,10 @@ def evaluate(req: EvalRequest, paths: Paths, catalog: Catalog, out: TextIO, err:
     if req.gpus:
         pool = gpus.select(pool, req.gpus)
     done = _done_pairs(run) if manifest is not None else set()
+    # Measured speeds on this GPU type (from earlier runs) replace the catalog's guesses.
+    measured = stats.apply(catalog, stats.load(paths), pool[0].name if pool else None)
     the_plan = plan.build(
-        catalog,
+        measured,
         models,
         benchmarks,
         pool,
@@ -183,7 +185,7 @@ def evaluate(req: EvalRequest, paths: Paths, catalog: Catalog, out: TextIO, err:
         return 0
     if not the_plan.todo:
         say(f"all {len(models) * len(benchmarks)} pairs of {run.path} are already done")
-        return _finish(run, manifest or {}, catalog, out, secrets, interrupted=False)
+        return _finish(run, manifest or {}, catalog, paths, out, secrets, interrupted=False)
 
     # Build what is missing, before anything runs: one build per env, under its file lock.
     ready = {name: envs.ensure(catalog.envs[name], paths, report=say) for name in states}
@@ -237,7 +239,7 @@ def evaluate(req: EvalRequest, paths: Paths, catalog: Catalog, out: TextIO, err:
     if interrupted:
         say("interrupted: running jobs were stopped; finished pairs are kept. "
             f"Continue with: spectravenv eval --resume {run.path}")  # fmt: skip
-    return _finish(run, manifest, catalog, out, secrets, interrupted=interrupted)
+    return _finish(run, manifest, catalog, paths, out, secrets, interrupted=interrupted)
 
 
 def _manifest(
@@ -298,6 +300,7 @@ def _finish(
     run: rundir.RunDir,
     manifest: dict[str, Any],
     catalog: Catalog,
+    paths: Paths,
     out: TextIO,
     secrets: secrets_mod.Secrets,
     *,
@@ -313,6 +316,7 @@ def _finish(
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     manifest["status"] = "interrupted" if interrupted else ("failed" if failed else "finished")
     run.write_manifest(manifest)
+    stats.record(paths, run)
     out.write(report.write_all(run, catalog, secrets) + "\n")
     out.write(f"\nresults: {run.path / 'results'}\nreport:  {run.path / report.REPORT}\n")
     if interrupted:

@@ -128,6 +128,10 @@ def test_demo_two_benchmarks_one_process_results_agree_everywhere(demo_ws):
     assert "already done" in again.stderr
     assert len(kinds(events(run, "demo-tiny-llava"), "job_started")) == 1
 
+    # Measured speeds were recorded once for the next plan, even though the run was re-run.
+    learned = json.loads((demo_ws.home / "stats.json").read_text())["demo-tiny-llava|cpu"]
+    assert learned["samples"] == 16 and learned["loads"] == 1 and learned["seconds"] > 0
+
     # A run with a different limit never mixes into this one.
     mixed = demo_ws.run("eval", "demo-tiny-llava", "DemoMCQ", "--limit", "4", "--run-name", "r1")
     assert mixed.returncode != 0 and "was made with --limit 8, not 4" in mixed.stderr
