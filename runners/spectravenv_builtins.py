@@ -534,7 +534,8 @@ def _make_demo_class():
         ``fixed_answer`` return this text instead of generating (gives non-zero, predictable
         MCQ scores: e.g. "A" scores the share of questions whose answer is A),
         ``print_env`` names of environment variables to print at load, as their sha256 and as
-        the raw value (the dispatcher must mask the value before it reaches the job log).
+        the raw value (the dispatcher must mask the value before it reaches the job log),
+        ``oom_below_gpus`` fail at load like a CUDA out-of-memory when fewer GPUs are visible.
         """
 
         INTERLEAVE = False
@@ -553,6 +554,7 @@ def _make_demo_class():
             cpu_threads: int | None = 1,
             fixed_answer: str | None = None,
             print_env: list[str] | None = None,
+            oom_below_gpus: int = 0,
             **kwargs: Any,
         ) -> None:
             super().__init__()
@@ -560,6 +562,11 @@ def _make_demo_class():
                 value = os.environ.get(var, "")
                 print(f"{var} sha256={hashlib.sha256(value.encode()).hexdigest()}", flush=True)
                 print(f"{var} value={value}", flush=True)
+            visible = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g]
+            if len(visible) < oom_below_gpus:
+                raise RuntimeError(
+                    f"CUDA out of memory (oom_below_gpus test hook: {len(visible)} GPU(s) visible)"
+                )
             if fail_load:
                 raise RuntimeError("demo-tiny-llava: fail_load test hook is set")
             import torch

@@ -206,9 +206,22 @@ def evaluate(req: EvalRequest, paths: Paths, catalog: Catalog, out: TextIO, err:
                                  seed=settings["seed"], nproc=req.nproc)  # fmt: skip
 
     def prepare_retry(j: plan.Job) -> bool:
+        """Narrow a failed job to what is not done; after a CUDA out-of-memory, give one replica
+        one more GPU (device_map="auto") when the pool has it, else give up on it."""
         outs = rundir.outcomes(run)
-        j.benchmarks = [b for b in j.benchmarks
-                        if getattr(outs.get((j.model.name, b.name)), "status", None) != "done"]  # fmt: skip
+        latest = [outs.get((j.model.name, b.name)) for b in j.benchmarks]
+        oom = any(o is not None and o.oom and o.status == "failed" for o in latest)
+        j.benchmarks = [b for b, o in zip(j.benchmarks, latest, strict=True)
+                        if getattr(o, "status", None) != "done"]  # fmt: skip
+        if oom:
+            per_replica = j.gpus_needed // j.replicas
+            if per_replica + 1 > len(pool):
+                say(f"{j.model.name} ran out of GPU memory on {per_replica} GPU(s); no bigger "
+                    "placement exists here, so it is not retried")  # fmt: skip
+                return False
+            j.replicas, j.gpus_needed = 1, per_replica + 1
+            j.why = f"retry after CUDA out of memory: one process over {j.gpus_needed} GPUs"
+            say(f"{j.model.name} ran out of GPU memory: retrying on {j.gpus_needed} GPUs")
         if j.benchmarks:
             jobfiles.write_job(run, spec(j))
         return bool(j.benchmarks)

@@ -377,3 +377,34 @@ def test_a_job_past_its_timeout_is_stopped_and_counted_as_failed(demo_ws):
     assert pids and not any(
         psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids
     )
+
+
+def test_out_of_memory_is_retried_on_more_gpus(demo_ws, tmp_path):
+    """A model that runs out of memory on one GPU is retried as one process over two."""
+    from .gpu_fixtures import h100s
+
+    (demo_ws.cwd / "spectravenv.toml").write_text(
+        USER_MODELS + '\n[models.big-demo]\nenv = "tf437"\nbuiltin = "demo-tiny-llava"\n'
+        "cpu = true\nkwargs = { oom_below_gpus = 2 }\n"
+    )
+    (tmp_path / "gpus.csv").write_text(h100s(2))
+    fakes = Path(__file__).parent / "fakes"
+    demo_ws.env.update(
+        PATH=f"{fakes}:{demo_ws.env['PATH']}", FAKE_SMI_GPUS=str(tmp_path / "gpus.csv")
+    )
+    proc = demo_ws.run("eval", "big-demo", "DemoMCQ", "--limit", "2", "--retries", "1",
+                       "--run-name", "oom", timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "ran out of GPU memory: retrying on 2 GPUs" in proc.stderr
+    evs = events(demo_ws.cwd / "outputs" / "oom", "big-demo")
+    assert any(e.get("oom") for e in kinds(evs, "job_failed"))
+    last = kinds(evs, "job_started")[-1]
+    assert last["cuda_visible_devices"] == "0,1" and last["world_size"] == 1
+
+    # Without a bigger placement it is reported as out of memory, not retried forever.
+    demo_ws.env["FAKE_SMI_GPUS"] = str(tmp_path / "one.csv")
+    (tmp_path / "one.csv").write_text(h100s(1))
+    proc = demo_ws.run("eval", "big-demo", "DemoShapes", "--limit", "2", "--retries", "3",
+                       "--run-name", "oom1", timeout=900)  # fmt: skip
+    assert proc.returncode == 1 and "no bigger placement exists here" in proc.stderr
+    assert "CUDA out of memory" in proc.stdout
