@@ -264,6 +264,8 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
               help="Re-run a failed or timed-out job this many times; finished benchmarks are kept.")  # fmt: skip
 @click.option("--skip-unsupported", is_flag=True,
               help="Leave out pairs whose env's VLMEvalKit lacks the benchmark, instead of refusing.")  # fmt: skip
+@click.option("--assume-gpus", metavar="NxGB",
+              help="With --dry-run: plan for N GPUs of GB each (e.g. 8x80) instead of this machine's.")  # fmt: skip
 @click.option("--seed", type=int, help="Seed for choosing the --limit samples  [default: 0]")
 def eval_cmd(
     names,
@@ -280,6 +282,7 @@ def eval_cmd(
     timeout,
     retries,
     skip_unsupported,
+    assume_gpus,
     seed,
 ) -> None:
     """Evaluate models on benchmarks, each model in its env, on the GPUs it gets.
@@ -295,7 +298,7 @@ def eval_cmd(
         output_dir=output_dir, run_name=run_name, judge=judge,
         env_file=env_file or Path(".env"), env_file_given=env_file is not None,
         dry_run=dry_run, resume=resume, timeout=timeout, retries=retries, seed=seed,
-        skip_unsupported=skip_unsupported,
+        skip_unsupported=skip_unsupported, assume_gpus=assume_gpus,
         argv=["spectravenv", *sys.argv[1:]],
     )  # fmt: skip
     code = evaluate(req, paths, cat, sys.stdout, sys.stderr)

@@ -43,6 +43,7 @@ class EvalRequest:
     timeout: float | None = None
     retries: int = 0
     skip_unsupported: bool = False
+    assume_gpus: str | None = None
     seed: int | None = None
     nproc: int = 4
     argv: list[str] = field(default_factory=list)
@@ -160,8 +161,12 @@ def evaluate(req: EvalRequest, paths: Paths, catalog: Catalog, out: TextIO, err:
     settings = _settle(req, manifest, run)
     secrets = secrets_mod.load(req.env_file, required=req.env_file_given)
 
-    inventory = gpus.query()
-    pool = gpus.visible(inventory)
+    if req.assume_gpus and not req.dry_run:
+        raise SpectravenvError(
+            "--assume-gpus plans for a machine that is not here: use it with --dry-run"
+        )
+    inventory = gpus.assumed(req.assume_gpus) if req.assume_gpus else gpus.query()
+    pool = gpus.visible(inventory, {} if req.assume_gpus else None)
     if req.gpus:
         pool = gpus.select(pool, req.gpus)
     done = _done_pairs(run) if manifest is not None else set()

@@ -140,3 +140,16 @@ def select(allowed: list[GPU], spec: str) -> list[GPU]:
     if not chosen:
         raise SpectravenvError(f"--gpus {spec!r} names no GPU; give indices like 0,2")
     return chosen
+
+
+def assumed(spec: str) -> list[GPU]:
+    """`--assume-gpus 8x80`: N hypothetical GPUs of M GB each, to plan for a machine not at hand."""
+    count, _, mem = spec.lower().partition("x")
+    try:
+        n, gb = int(count), float(mem or 80)
+    except ValueError:
+        raise SpectravenvError(f"--assume-gpus {spec!r}: write COUNTxGB, e.g. 8x80") from None
+    if n <= 0 or gb <= 0:
+        raise SpectravenvError(f"--assume-gpus {spec!r}: count and memory must be positive")
+    mb = int(gb * 1024)
+    return [GPU(i, f"GPU-assumed-{i}", f"assumed {gb:g} GB GPU", mb, mb) for i in range(n)]

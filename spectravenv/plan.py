@@ -41,6 +41,7 @@ class Plan:
     jobs: list[Job]
     gpus: list[GPU]
     limit: int | None
+    dropped: set[tuple[str, str]] = field(default_factory=set)  # --skip-unsupported pairs
 
     @property
     def todo(self) -> list[Job]:
@@ -181,7 +182,7 @@ def build(
     spread(jobs, pool)
     # Longest first, so the big model does not start last and run alone.
     jobs.sort(key=lambda j: -j.est_seconds)
-    return Plan(jobs, pool, limit)
+    return Plan(jobs, pool, limit, dropped)
 
 
 def spread(jobs: list[Job], pool: list[GPU], max_replicas: int = 8) -> None:
@@ -214,6 +215,12 @@ def spread(jobs: list[Job], pool: list[GPU], max_replicas: int = 8) -> None:
         spare -= 1
 
 
+def _names(names: list[str]) -> str:
+    if not names:
+        return "-"
+    return ", ".join(names) if len(names) <= 3 else f"{', '.join(names[:2])} +{len(names) - 2} more"
+
+
 def format_plan(plan: Plan, ready_envs: dict[str, str]) -> str:
     from .console import duration, table
 
@@ -222,18 +229,23 @@ def format_plan(plan: Plan, ready_envs: dict[str, str]) -> str:
         where = "CPU" if job.gpus_needed == 0 else f"{job.gpus_needed} GPU"
         rows.append((
             job.model.name, job.env.name, ready_envs.get(job.env.name, "?"), where,
-            ", ".join(b.name for b in job.benchmarks) or "-",
-            ", ".join(job.done) or "-",
+            _names([b.name for b in job.benchmarks]),
+            _names(job.done),
             duration(job.est_seconds) if job.benchmarks else "-",
             job.why,
         ))  # fmt: skip
     blocked = [j for j in plan.jobs if j.blocked]
-    pool = (
-        ", ".join(
-            f"{g.index}: {g.name} ({g.free_gb:.0f}/{g.total_gb:.0f} GB free)" for g in plan.gpus
+    kinds = {(g.name, round(g.free_gb), round(g.total_gb)) for g in plan.gpus}
+    if len(kinds) == 1 and len(plan.gpus) > 1:
+        name, free, total = kinds.pop()
+        pool = f"{len(plan.gpus)} x {name} ({free}/{total} GB free each)"
+    else:
+        pool = (
+            ", ".join(
+                f"{g.index}: {g.name} ({g.free_gb:.0f}/{g.total_gb:.0f} GB free)" for g in plan.gpus
+            )
+            or "none (CPU only)"
         )
-        or "none (CPU only)"
-    )
     lines = [
         table(
             ("model", "env", "env state", "runs on", "to run", "already done", "est.", "why"), rows
@@ -244,6 +256,9 @@ def format_plan(plan: Plan, ready_envs: dict[str, str]) -> str:
         f"expected makespan {duration(plan.expected_makespan())}"
         + (f"; --limit {plan.limit} samples per benchmark" if plan.limit else ""),
     ]
+    if plan.dropped:
+        lines.append(f"left out, unknown to the env's VLMEvalKit (--skip-unsupported): "
+                     f"{len(plan.dropped)} pairs: " + _names([f"{m} x {b}" for m, b in sorted(plan.dropped)]))  # fmt: skip
     if blocked:
         lines += [f"cannot run on this machine: {j.blocked}" for j in blocked]
     return "\n".join(lines)

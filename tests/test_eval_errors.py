@@ -75,3 +75,16 @@ def test_dry_run_on_eight_gpus_shows_the_placement(fake_gpus, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "expected makespan" in proc.stdout
     assert 'device_map="auto"' in proc.stdout  # the 76B model spans GPUs
+
+
+def test_dry_run_for_a_described_machine(ws):
+    seed = ["qwen_chat", "mPLUG-Owl2", "monkey-chat", "XComposer", "XComposer2", "llava_v1.5_7b",
+            "llava_v1.5_13b", "MMBench_DEV_EN", "POPE", "MMBench_DEV_KO"]  # fmt: skip
+    proc = ws.run("eval", *seed, "--skip-unsupported", "--dry-run", "--assume-gpus", "8x80")
+    assert proc.returncode == 0, proc.stderr
+    assert "8 x assumed 80 GB GPU" in proc.stdout and "expected makespan" in proc.stdout
+    assert "data-parallel: 2 replicas" in proc.stdout  # one GPU would idle: the longest job gets it
+    assert "5 pairs" in proc.stdout  # the tf433 models x MMBench_DEV_KO are left out, and said so
+    assert "needs --dry-run" not in proc.stderr
+    msg = one_line_error(ws.run("eval", *seed, "--assume-gpus", "8x80"))
+    assert "use it with --dry-run" in msg
