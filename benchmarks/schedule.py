@@ -12,7 +12,13 @@ For each case it prints the makespan, the lower bound max(total work / GPUs, lon
 one model load per model, their ratio, GPU utilisation, and the old system's strategy (one GPU,
 sequential, the model re-loaded for every pair).
 
-    python benchmarks/schedule.py
+    python benchmarks/schedule.py            # the simulated cases
+    python benchmarks/schedule.py --real     # plus real processes: the demo on 3 fake GPUs
+
+The real variant runs `spectravenv eval` with three demo-model variants on two benchmarks, a
+canned `nvidia-smi` that reports three GPUs (the machine has none), and checks from the runners'
+own events that the three processes overlapped in time and that each saw its own
+CUDA_VISIBLE_DEVICES. It needs the tf437 env (built on first use).
 """
 
 from __future__ import annotations
@@ -125,5 +131,55 @@ def main() -> None:
               f"{100 * busy / (len(pool) * makespan):.0f}% | {duration(old)} | {old / makespan:.1f}x |")  # fmt: skip
 
 
+REAL_MODELS = "".join(
+    f'[models.demo-{i}]\nenv = "tf437"\nbuiltin = "demo-tiny-llava"\ncpu = true\n'
+    "kwargs = { sleep = 0.3 }\n\n"
+    for i in range(3)
+)
+
+
+def real() -> None:
+    import json
+    import os
+    import subprocess
+    import tempfile
+    import time
+
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "spectravenv.toml").write_text(REAL_MODELS)
+        rows = "".join(
+            f"{i}, GPU-{i:08x}-0000-0000-0000-{i:012x}, fake 80 GB, 81920, 81920, 0\n"
+            for i in range(3)
+        )
+        (work / "gpus.csv").write_text(rows)
+        env = dict(os.environ, FAKE_SMI_GPUS=str(work / "gpus.csv"), HF_HUB_OFFLINE="1",
+                   PATH=f"{root / 'tests' / 'fakes'}:{os.environ['PATH']}")  # fmt: skip
+        exe = Path(sys.executable).with_name("spectravenv")
+        t0 = time.monotonic()
+        subprocess.run([str(exe), "eval", "demo-0", "demo-1", "demo-2", "DemoMCQ", "DemoShapes",
+                        "--limit", "8", "--run-name", "real"], cwd=work, env=env, check=True)  # fmt: skip
+        wall = time.monotonic() - t0
+        spans, cvd = {}, {}
+        for i in range(3):
+            lines = (work / "outputs/real/.spectravenv/events" / f"demo-{i}.jsonl").read_text()
+            evs = [json.loads(x) for x in lines.splitlines() if x.strip()]
+            start = next(e for e in evs if e["event"] == "job_started")
+            end = next(e for e in evs if e["event"] == "job_done")
+            spans[i], cvd[i] = (start["time"], end["time"]), start["cuda_visible_devices"]
+        overlap = min(e for _, e in spans.values()) - max(s for s, _ in spans.values())
+        busy = sum(e - s for s, e in spans.values())
+        print("\n| real processes | value |\n|---|---|")
+        print("| jobs | 3 (demo-0..2 x DemoMCQ, DemoShapes, --limit 8) |")
+        print(f"| CUDA_VISIBLE_DEVICES seen | {', '.join(cvd[i] for i in range(3))} |")
+        print(f"| all three running at once | {overlap:.1f} s |")
+        print(f"| sum of job times / wall time of the run | {busy / wall:.2f} |")
+        if sorted(cvd.values()) != ["0", "1", "2"] or overlap <= 0:
+            raise SystemExit("FAILED: the jobs did not run concurrently on their own GPUs")
+
+
 if __name__ == "__main__":
     main()
+    if "--real" in sys.argv:
+        real()
