@@ -111,7 +111,7 @@ def outcomes(
         return out
     for f in sorted(events_dir.glob("*.jsonl")):
         job_id = f.stem
-        spec = _job_spec(run, job_id)
+        spec = job_spec(run, job_id)
         model = (job_models or {}).get(job_id) or spec.get("model", {}).get("name", job_id)
         for ev in read_all(f):
             if ev.get("rank", 0) not in (0, None):
@@ -152,7 +152,7 @@ def outcomes(
     return out
 
 
-def _job_spec(run: RunDir, job_id: str) -> dict[str, Any]:
+def job_spec(run: RunDir, job_id: str) -> dict[str, Any]:
     try:
         return json.loads(run.job_file(job_id).read_text())
     except (OSError, ValueError):

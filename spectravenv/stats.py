@@ -13,7 +13,7 @@ from .catalog import Catalog
 from .envs import lock_for
 from .events import read_all
 from .paths import Paths
-from .rundir import RunDir, write_atomic
+from .rundir import RunDir, job_spec, write_atomic
 
 
 def _key(model: str, gpu: str | None) -> str:
@@ -39,7 +39,10 @@ def measurements(run: RunDir) -> dict[str, dict[str, float]]:
             kind = ev["event"]
             if kind == "job_started":
                 names = ev.get("gpu_names") or []
-                key = _key(_model(run, f.stem), names[0] if names else None)
+                key = _key(
+                    job_spec(run, f.stem).get("model", {}).get("name", f.stem),
+                    names[0] if names else None,
+                )
                 world = int(ev.get("world_size") or 1)
             elif key and kind == "model_loaded":
                 m = out.setdefault(key, {})
@@ -51,13 +54,6 @@ def measurements(run: RunDir) -> dict[str, dict[str, float]]:
                 m["seconds"] = m.get("seconds", 0.0) + float(ev.get("seconds", 0.0)) * world
                 m["samples"] = m.get("samples", 0) + int(ev["samples"])
     return out
-
-
-def _model(run: RunDir, job_id: str) -> str:
-    try:
-        return json.loads(run.job_file(job_id).read_text())["model"]["name"]
-    except (OSError, ValueError, KeyError):
-        return job_id
 
 
 def record(paths: Paths, run: RunDir) -> None:
