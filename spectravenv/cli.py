@@ -341,6 +341,22 @@ def report(run_dirs, output_dir, env_file) -> None:
     click.echo(f"\nmerged {len(runs)} runs into {out / report_mod.REPORT}")
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def status(run_dir: Path) -> None:
+    """Show where a run stands (each pair's status and score), from disk, writing nothing."""
+    from . import report as report_mod
+    from . import results, rundir
+
+    _, cat = _context()
+    run = rundir.RunDir(run_dir.absolute())
+    manifest = run.manifest()
+    if manifest is None:
+        raise SpectravenvError(f"{run_dir} is not a spectravenv run folder (no run.json)")
+    click.echo(f"{run.path.name}: {manifest.get('status', '?')}, started {manifest.get('started')}")
+    click.echo(report_mod.console_summary(results.rows_for_run(run, cat)))
+
+
 def main() -> None:
     cli(prog_name="spectravenv")
 

@@ -294,6 +294,8 @@ def test_report_of_a_failed_and_interrupted_run_and_a_merge(demo_ws):
     p.communicate(timeout=120)
     assert p.returncode == 130
 
+    st = demo_ws.run("status", str(m2), check=True).stdout
+    assert st.startswith("m2: interrupted") and "failed" in st and "interrupted" in st
     rebuilt = demo_ws.run("report", str(m2), check=True)
     assert "failed" in rebuilt.stdout and "interrupted" in rebuilt.stdout
     with (m2 / "results" / "summary.csv").open() as f:
