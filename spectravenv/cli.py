@@ -266,6 +266,24 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
               help="Leave out pairs whose env's VLMEvalKit lacks the benchmark, instead of refusing.")  # fmt: skip
 @click.option("--assume-gpus", metavar="NxGB",
               help="With --dry-run: plan for N GPUs of GB each (e.g. 8x80) instead of this machine's.")  # fmt: skip
+@click.option("--launcher", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
+              help="Run jobs here, or submit each as a Slurm job.")  # fmt: skip
+@click.option("--partition", help="Slurm partition.")
+@click.option("--account", help="Slurm account.")
+@click.option("--qos", help="Slurm QOS.")
+@click.option("--time", "time_limit", help="Slurm time limit per job, e.g. 04:00:00.")
+@click.option(
+    "--slurm-arg",
+    "slurm_args",
+    multiple=True,
+    help='Extra sbatch option, e.g. "--constraint=a100" (repeatable).',
+)
+@click.option("--cpus-per-gpu", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Slurm: CPUs to ask for per GPU (at least one per job).")  # fmt: skip
+@click.option("--no-wait", is_flag=True, help="Slurm: submit and return; see `spectravenv status`.")
+@click.option(
+    "--cancel-on-interrupt", is_flag=True, help="Slurm: Ctrl-C while waiting cancels the jobs."
+)
 @click.option("--seed", type=int, help="Seed for choosing the --limit samples  [default: 0]")
 def eval_cmd(
     names,
@@ -283,6 +301,15 @@ def eval_cmd(
     retries,
     skip_unsupported,
     assume_gpus,
+    launcher,
+    partition,
+    account,
+    qos,
+    time_limit,
+    slurm_args,
+    cpus_per_gpu,
+    no_wait,
+    cancel_on_interrupt,
     seed,
 ) -> None:
     """Evaluate models on benchmarks, each model in its env, on the GPUs it gets.
@@ -291,6 +318,11 @@ def eval_cmd(
     `spectravenv eval qwen_chat llava_v1.5_7b MMBench_DEV_EN TextVQA_VAL` runs the 2x2 matrix.
     """
     from .evaluation import EvalRequest, evaluate
+    from .launch.slurm import SlurmOptions
+
+    if launcher != "slurm" and (partition or account or qos or time_limit or slurm_args or no_wait
+                                or cancel_on_interrupt):  # fmt: skip
+        raise SpectravenvError("Slurm options need --launcher slurm")
 
     paths, cat = _context()
     req = EvalRequest(
@@ -298,7 +330,10 @@ def eval_cmd(
         output_dir=output_dir, run_name=run_name, judge=judge,
         env_file=env_file or Path(".env"), env_file_given=env_file is not None,
         dry_run=dry_run, resume=resume, timeout=timeout, retries=retries, seed=seed,
-        skip_unsupported=skip_unsupported, assume_gpus=assume_gpus,
+        skip_unsupported=skip_unsupported, assume_gpus=assume_gpus, launcher=launcher,
+        slurm=SlurmOptions(partition=partition, account=account, qos=qos, time=time_limit,
+                           extra=list(slurm_args), wait=not no_wait, cpus_per_gpu=cpus_per_gpu,
+                           cancel_on_interrupt=cancel_on_interrupt),
         argv=["spectravenv", *sys.argv[1:]],
     )  # fmt: skip
     code = evaluate(req, paths, cat, sys.stdout, sys.stderr)

@@ -44,6 +44,8 @@ class EvalRequest:
     retries: int = 0
     skip_unsupported: bool = False
     assume_gpus: str | None = None
+    launcher: str = "local"
+    slurm: Any = None  # launch.slurm.SlurmOptions when launcher == "slurm"
     seed: int | None = None
     nproc: int = 4
     argv: list[str] = field(default_factory=list)
@@ -161,12 +163,18 @@ def evaluate(req: EvalRequest, paths: Paths, catalog: Catalog, out: TextIO, err:
     settings = _settle(req, manifest, run)
     secrets = secrets_mod.load(req.env_file, required=req.env_file_given)
 
-    if req.assume_gpus and not req.dry_run:
+    on_slurm = req.launcher == "slurm"
+    if req.assume_gpus and not (req.dry_run or on_slurm):
         raise SpectravenvError(
             "--assume-gpus plans for a machine that is not here: use it with --dry-run"
         )
-    inventory = gpus.assumed(req.assume_gpus) if req.assume_gpus else gpus.query()
-    pool = gpus.visible(inventory, {} if req.assume_gpus else None)
+    if on_slurm:
+        # The compute nodes' GPUs are not visible from here: plan on a description of them
+        # (--assume-gpus, default a node of 8 x 80 GB) to size each job's request.
+        inventory = gpus.assumed(req.assume_gpus or "8x80")
+    else:
+        inventory = gpus.assumed(req.assume_gpus) if req.assume_gpus else gpus.query()
+    pool = gpus.visible(inventory, {} if (req.assume_gpus or on_slurm) else None)
     if req.gpus:
         pool = gpus.select(pool, req.gpus)
     done = _done_pairs(run) if manifest is not None else set()
@@ -181,12 +189,20 @@ def evaluate(req: EvalRequest, paths: Paths, catalog: Catalog, out: TextIO, err:
         done=done,
         strict=not req.dry_run,
         skip_unsupported=req.skip_unsupported,
+        spread_idle=not on_slurm,
     )
     states = {j.env.name: envs.status(j.env, paths) for j in the_plan.jobs}
 
     if req.dry_run:
         out.write(f"run folder: {run.path}" + (" (continuing)" if manifest else "") + "\n")
         out.write(plan.format_plan(the_plan, {n: s.state for n, s in states.items()}) + "\n")
+        if on_slurm:
+            from .launch import slurm
+
+            for j in the_plan.todo:
+                out.write(f"\n# sbatch script for {j.model.name}\n")
+                out.write(slurm.script(j, run, states[j.env.name].python, run.job_file(j.id),
+                                       req.slurm, []))  # fmt: skip
         return 0
     if not the_plan.todo:
         say(f"all {len(models) * len(benchmarks)} pairs of {run.path} are already done")
@@ -251,12 +267,61 @@ def evaluate(req: EvalRequest, paths: Paths, catalog: Catalog, out: TextIO, err:
         requery=(lambda: gpus.query()) if inventory else None,
     )
     say(f"run folder: {run.path}")
+    if on_slurm:
+        return _run_slurm(req, the_plan, run, manifest, catalog, paths, ready, addon_dirs, job_files,
+                          secrets, out, err)  # fmt: skip
     with _stop_on_signals() as stop:
         run_plan(the_plan, launch, Display(err), stop)
         interrupted = stop.is_set()
     if interrupted:
         say("interrupted: running jobs were stopped; finished pairs are kept. "
             f"Continue with: spectravenv eval --resume {run.path}")  # fmt: skip
+    return _finish(run, manifest, catalog, paths, out, secrets, interrupted=interrupted)
+
+
+def _run_slurm(req: EvalRequest, the_plan: plan.Plan, run: rundir.RunDir, manifest: dict[str, Any],
+               catalog: Catalog, paths: Paths, ready: dict[str, envs.EnvState],
+               addon_dirs: dict[str, list[Path]], job_files: dict[str, Path],
+               secrets: secrets_mod.Secrets, out: TextIO, err: TextIO) -> int:  # fmt: skip
+    """Submit every job to Slurm, then (unless --no-wait) follow them to the end."""
+    from .launch import slurm
+    from .launch.local import narrate
+
+    display = Display(err)
+    scripts = {j.id: slurm.script(j, run, ready[j.env.name].python, job_files[j.id], req.slurm,
+                                  addon_dirs.get(j.id, []))
+               for j in the_plan.todo}  # fmt: skip
+    # Secrets and shared paths travel in the job's environment (sbatch --export=ALL), never in
+    # the script; CUDA_VISIBLE_DEVICES is Slurm's to set.
+    env = jobfiles.child_env(os.environ, paths, secrets, None, [], None)
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    subs = slurm.submit(the_plan, run, scripts, env, display)
+    manifest = {**manifest, "launcher": "slurm",
+                "slurm_jobs": {**manifest.get("slurm_jobs", {}), **{s.job.id: s.slurm_id for s in subs}}}  # fmt: skip
+    run.write_manifest(manifest)
+    ids = " ".join(s.slurm_id for s in subs)
+    if not req.slurm.wait:
+        out.write(f"submitted Slurm jobs {ids}; follow with `spectravenv status {run.path}`, "
+                  f"tables with `spectravenv report {run.path}` when they end\n")  # fmt: skip
+        return 0
+
+    def on_event(s: slurm.Submitted, ev: dict[str, Any]) -> None:
+        if ev.get("rank", 0) in (0, None):
+            narrate(ev, s.job, run, secrets.redact, display)
+
+    with _stop_on_signals() as stop:
+        slurm.follow(subs, run, display, stop, on_event)
+        interrupted = stop.is_set()
+    if interrupted and not req.slurm.cancel_on_interrupt:
+        display.event(f"stopped waiting; the Slurm jobs keep running ({ids}). Cancel them with "
+                      f"`scancel {ids}`; see where they stand with `spectravenv status {run.path}`")  # fmt: skip
+        return 130
+    if interrupted:
+        slurm.cancel(subs)
+        slurm.wait_gone(subs)
+        display.event(
+            f"cancelled Slurm jobs {ids}; continue with: spectravenv eval --resume {run.path}"
+        )
     return _finish(run, manifest, catalog, paths, out, secrets, interrupted=interrupted)
 
 

@@ -143,6 +143,7 @@ def build(
     done: set[tuple[str, str]] | None = None,
     strict: bool = True,
     skip_unsupported: bool = False,
+    spread_idle: bool = True,
 ) -> Plan:
     """Jobs for the matrix. `strict=False` (for --dry-run) notes a model that cannot run on this
     pool in its job instead of raising, so the plan can still be shown."""
@@ -179,7 +180,8 @@ def build(
                 blocked=blocked,
             )
         )
-    spread(jobs, pool)
+    if spread_idle:  # on Slurm the pool is a description, not GPUs that would idle
+        spread(jobs, pool)
     # Longest first, so the big model does not start last and run alone.
     jobs.sort(key=lambda j: -j.est_seconds)
     return Plan(jobs, pool, limit, dropped)

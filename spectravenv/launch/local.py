@@ -165,6 +165,7 @@ def run_plan(
             if ev.get("rank", 0) not in (0, None):
                 continue
             kind, bench = ev["event"], ev.get("benchmark")
+            narrate(ev, a.job, launch.run, launch.secrets.redact, display)
             if kind == "model_loaded":
                 a.stage = f"model loaded in {ev.get('seconds', 0):.0f}s"
             elif kind == "benchmark_started":
@@ -173,25 +174,12 @@ def run_plan(
                 a.done, a.total = ev.get("done", a.done), ev.get("total", a.total)
             elif kind == "benchmark_done":
                 a.finished.append(bench)
-                display.event(f"done    {a.job.model.name} x {bench} ({ev.get('seconds', 0):.0f}s)")
-                launch.run.log_summary(
-                    f"pair {a.job.model.name} x {bench} done in {ev.get('seconds', 0):.1f}s"
-                )
                 a.benchmark = None
             elif kind == "benchmark_failed":
                 a.failed.append(bench)
-                err = launch.secrets.redact(ev.get("error", ""))
-                display.event(f"FAILED  {a.job.model.name} x {bench}: {err}")
-                launch.run.log_summary(
-                    f"pair {a.job.model.name} x {bench} failed at {ev.get('stage')}: {err}"
-                )
                 a.benchmark = None
             elif kind in ("job_done", "job_failed"):
                 a.terminal = True
-                if kind == "job_failed":
-                    err = launch.secrets.redact(ev.get("error", ""))
-                    display.event(f"FAILED  {a.job.model.name}: {err}")
-                    launch.run.log_summary(f"job {a.job.id} failed at {ev.get('stage')}: {err}")
 
     def finish(a: Active, status: str, note: str = "") -> None:
         a.pump.join(timeout=5)
@@ -261,6 +249,24 @@ def run_plan(
         for a in list(active):
             finish(a, "interrupted")
     return ends
+
+
+def narrate(
+    ev: dict, job: Job, run: RunDir, redact: Callable[[str], str], display: Display
+) -> None:
+    """What a runner event means for the console and the summary log (both launchers)."""
+    kind, bench, name = ev["event"], ev.get("benchmark"), job.model.name
+    if kind == "benchmark_done":
+        display.event(f"done    {name} x {bench} ({ev.get('seconds', 0):.0f}s)")
+        run.log_summary(f"pair {name} x {bench} done in {ev.get('seconds', 0):.1f}s")
+    elif kind == "benchmark_failed":
+        err = redact(ev.get("error", ""))
+        display.event(f"FAILED  {name} x {bench}: {err}")
+        run.log_summary(f"pair {name} x {bench} failed at {ev.get('stage')}: {err}")
+    elif kind == "job_failed" and ev.get("source") != "dispatcher":
+        err = redact(ev.get("error", ""))
+        display.event(f"FAILED  {name}: {err}")
+        run.log_summary(f"job {job.id} failed at {ev.get('stage')}: {err}")
 
 
 def _append_failure(events: Path, job_id: str, message: str) -> None:
