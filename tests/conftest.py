@@ -68,7 +68,9 @@ class Workspace:
 
 def base_env(home: Path) -> dict[str, str]:
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("SPECTRAVENV_", "CUDA_", "SLURM_"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SPECTRAVENV_", "CUDA_", "SLURM_")) or k == "SLURM_CONF"
     }
     env.update(
         SPECTRAVENV_HOME=str(home),

@@ -66,6 +66,11 @@ def _client(cmd: list[str], env: dict[str, str] | None = None) -> str:
                 f"the Slurm controller is not reachable ({cmd[0]}: {msg[:160]}); check `sinfo` "
                 "and SLURM_CONF, or ask your admins"
             )
+        if "Could not establish a configuration source" in msg:
+            raise SpectravenvError(
+                f"{cmd[0]} finds no Slurm configuration here (no slurm.conf, SLURM_CONF unset); "
+                "run on a login node of the cluster"
+            )
         raise SpectravenvError(f"{cmd[0]} failed: {msg[:300]}")
     return proc.stdout
 

@@ -1,0 +1,104 @@
+"""`spectravenv eval --launcher slurm` against the real single-node Slurm that .ci/run starts
+(4 fake GPUs as GRES). Skipped with the reason where no cluster is reachable; failed under CI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from spectravenv.events import read_all
+
+from .test_envs import one_line_error
+from .test_eval_demo import USER_MODELS, eval_ok, kinds, wait_for
+from .test_slurm_cluster import slurm, slurm_cluster  # noqa: F401  (autouse: cluster or skip/fail)
+
+pytestmark = [pytest.mark.slurm, pytest.mark.heavy]
+SLURM = ["--launcher", "slurm", "--cpus-per-gpu", "1"]
+
+
+def events(run: Path, job: str) -> list[dict]:
+    return read_all(run / ".spectravenv" / "events" / f"{job}.jsonl")
+
+
+def summary(run: Path) -> dict[tuple[str, str], dict[str, str]]:
+    with (run / "results" / "summary.csv").open() as f:
+        return {(r["model"], r["benchmark"]): r for r in csv.DictReader(f)}
+
+
+def test_demo_through_slurm_matches_a_local_run_in_shape(demo_ws):
+    eval_ok(
+        demo_ws, "demo-tiny-llava", "DemoMCQ", "DemoShapes", "--limit", "4", "--run-name", "loc"
+    )
+    proc = eval_ok(demo_ws, "demo-tiny-llava", "DemoMCQ", "DemoShapes", "--limit", "4",
+                   "--run-name", "slu", *SLURM)  # fmt: skip
+    assert "submitted demo-tiny-llava as Slurm job" in proc.stderr
+    loc, slu = demo_ws.cwd / "outputs" / "loc", demo_ws.cwd / "outputs" / "slu"
+    assert sorted(p.name for p in (loc / "results").iterdir()) == sorted(
+        p.name for p in (slu / "results").iterdir()
+    )
+    a, b = summary(loc), summary(slu)
+    assert a.keys() == b.keys() and all(r["status"] == "done" for r in b.values())
+    # Same samples, same model, same scores.
+    assert [a[k]["value"] for k in sorted(a)] == [b[k]["value"] for k in sorted(b)]
+    manifest = json.loads((slu / "run.json").read_text())
+    assert manifest["launcher"] == "slurm" and manifest["slurm_jobs"]["demo-tiny-llava"]
+
+
+def test_gpu_jobs_get_distinct_devices_from_slurm(demo_ws):
+    (demo_ws.cwd / "spectravenv.toml").write_text(USER_MODELS)
+    eval_ok(demo_ws, "slow-demo", "flaky-demo", "demo-tiny-llava", "DemoMCQ", "--limit", "6",
+            "--run-name", "g", *SLURM)  # fmt: skip
+    run = demo_ws.cwd / "outputs" / "g"
+    seen = [
+        kinds(events(run, m), "job_started")[0]
+        for m in ("slow-demo", "flaky-demo", "demo-tiny-llava")
+    ]
+    devices = [e["cuda_visible_devices"] for e in seen]
+    assert len(set(devices)) == 3 and set(devices) <= {"0", "1", "2", "3"}, devices
+
+
+def test_a_cancelled_job_is_reported_and_resume_completes_it(demo_ws):
+    (demo_ws.cwd / "spectravenv.toml").write_text(USER_MODELS)
+    p = demo_ws.popen("eval", "slow-demo", "DemoMCQ", "--limit", "20", "--run-name", "c", *SLURM)
+    run = demo_ws.cwd / "outputs" / "c"
+    wait_for(lambda: kinds(events(run, "slow-demo"), "progress", "DemoMCQ"), what="progress")
+    job_id = json.loads((run / "run.json").read_text())["slurm_jobs"]["slow-demo"]
+    slurm("scancel", job_id)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 1, err
+    row = summary(run)[("slow-demo", "DemoMCQ")]
+    assert row["status"] == "failed" and f"Slurm job {job_id} CANCELLED" in row["error"]
+
+    resumed = demo_ws.run("eval", "--resume", str(run), *SLURM, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert summary(run)[("slow-demo", "DemoMCQ")]["status"] == "done"
+
+
+def test_an_impossible_request_is_refused_before_anything_is_submitted(demo_ws):
+    (demo_ws.cwd / "spectravenv.toml").write_text(
+        '[models.huge-demo]\nenv = "tf437"\nbuiltin = "demo-tiny-llava"\ngpu_memory_gb = 300\ngpus = 5\n'
+    )
+    msg = one_line_error(demo_ws.run("eval", "huge-demo", "DemoMCQ", "--run-name", "x", *SLURM))
+    assert "Slurm refuses the job for huge-demo (5 GPU(s))" in msg
+    assert "Requested node configuration is not available" in msg
+    assert "slurm_jobs" not in json.loads((demo_ws.cwd / "outputs" / "x" / "run.json").read_text())
+
+
+def test_controller_down_is_a_clear_error_within_seconds(demo_ws, tmp_path):
+    conf = Path(os.environ["SLURM_CONF"]).read_text()
+    dead = tmp_path / "slurm.conf"
+    dead.write_text("\n".join(
+        "SlurmctldPort=1" if line.startswith("SlurmctldPort") else line for line in conf.splitlines()
+    ) + ("\n" if "SlurmctldPort" in conf else "\nSlurmctldPort=1\n"))  # fmt: skip
+    demo_ws.env["SLURM_CONF"] = str(dead)
+    t0 = time.monotonic()
+    msg = one_line_error(
+        demo_ws.run("eval", "demo-tiny-llava", "DemoMCQ", "--limit", "2", *SLURM, timeout=120)
+    )
+    assert time.monotonic() - t0 < 60
+    assert "Slurm controller is not reachable" in msg
