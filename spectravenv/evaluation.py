@@ -10,9 +10,10 @@ import contextlib
 import os
 import signal
 import socket
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -269,7 +270,7 @@ def evaluate(req: EvalRequest, paths: Paths, catalog: Catalog, out: TextIO, err:
     say(f"run folder: {run.path}")
     if on_slurm:
         return _run_slurm(req, the_plan, run, manifest, catalog, paths, ready, addon_dirs, job_files,
-                          secrets, out, err)  # fmt: skip
+                          secrets, out, err, prepare_retry)  # fmt: skip
     with _stop_on_signals() as stop:
         run_plan(the_plan, launch, Display(err), stop)
         interrupted = stop.is_set()
@@ -282,7 +283,8 @@ def evaluate(req: EvalRequest, paths: Paths, catalog: Catalog, out: TextIO, err:
 def _run_slurm(req: EvalRequest, the_plan: plan.Plan, run: rundir.RunDir, manifest: dict[str, Any],
                catalog: Catalog, paths: Paths, ready: dict[str, envs.EnvState],
                addon_dirs: dict[str, list[Path]], job_files: dict[str, Path],
-               secrets: secrets_mod.Secrets, out: TextIO, err: TextIO) -> int:  # fmt: skip
+               secrets: secrets_mod.Secrets, out: TextIO, err: TextIO,
+               prepare_retry: Callable[[plan.Job], bool]) -> int:  # fmt: skip
     """Submit every job to Slurm, then (unless --no-wait) follow them to the end."""
     from .launch import slurm
     from .launch.local import narrate
@@ -309,14 +311,33 @@ def _run_slurm(req: EvalRequest, the_plan: plan.Plan, run: rundir.RunDir, manife
         if ev.get("rank", 0) in (0, None):
             narrate(ev, s.job, run, secrets.redact, display)
 
+    retried = {j.id: 0 for j in the_plan.todo}
+
+    def resubmit(s: slurm.Submitted) -> slurm.Submitted | None:
+        j = s.job
+        if retried[j.id] >= req.retries or not prepare_retry(j):
+            return None
+        retried[j.id] += 1
+        display.event(f"retry   {j.model.name} ({retried[j.id]}/{req.retries})")
+        text = slurm.script(j, run, ready[j.env.name].python, job_files[j.id], req.slurm,
+                            addon_dirs.get(j.id, []))  # fmt: skip
+        again = slurm.submit_one(j, run, text, env, display)
+        manifest["slurm_jobs"][j.id] = again.slurm_id
+        run.write_manifest(manifest)
+        return again
+
     with _stop_on_signals() as stop:
-        slurm.follow(subs, run, display, stop, on_event)
+        slurm.follow(subs, run, display, stop, on_event, resubmit)
         interrupted = stop.is_set()
-    if interrupted and not req.slurm.cancel_on_interrupt:
+    cancel = req.slurm.cancel_on_interrupt
+    if interrupted and not cancel and sys.stdin.isatty():
+        cancel = input(f"cancel the Slurm jobs {ids}? [y/N] ").strip().lower() in ("y", "yes")
+    if interrupted and not cancel:
         display.event(f"stopped waiting; the Slurm jobs keep running ({ids}). Cancel them with "
                       f"`scancel {ids}`; see where they stand with `spectravenv status {run.path}`")  # fmt: skip
         return 130
     if interrupted:
+        subs = [s for s in subs if not s.done]
         slurm.cancel(subs)
         slurm.wait_gone(subs)
         display.event(

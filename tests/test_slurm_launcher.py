@@ -102,3 +102,14 @@ def test_controller_down_is_a_clear_error_within_seconds(demo_ws, tmp_path):
     )
     assert time.monotonic() - t0 < 60
     assert "Slurm controller is not reachable" in msg
+
+
+def test_retries_resubmit_only_what_failed(demo_ws):
+    (demo_ws.cwd / "spectravenv.toml").write_text(USER_MODELS)
+    proc = demo_ws.run("eval", "flaky-demo", "DemoMCQ", "DemoShapes", "--limit", "3", "--retries", "1",
+                       "--run-name", "r", *SLURM, timeout=600)  # fmt: skip
+    assert proc.returncode == 1 and "retry   flaky-demo (1/1)" in proc.stderr
+    assert proc.stderr.count("submitted flaky-demo as Slurm job") == 2
+    evs = events(demo_ws.cwd / "outputs" / "r", "flaky-demo")
+    assert len(kinds(evs, "benchmark_started", "DemoMCQ")) == 1
+    assert len(kinds(evs, "benchmark_failed", "DemoShapes")) == 2

@@ -126,21 +126,40 @@ def submit(plan: Plan, run: RunDir, scripts: dict[str, str], env: dict[str, str]
         except SpectravenvError as e:
             raise SpectravenvError(f"Slurm refuses the job for {job.model.name} "
                                    f"({job.gpus_needed} GPU(s)): {e}") from None  # fmt: skip
-    out = []
-    for job in plan.todo:
-        reader = EventReader(run.events_file(job.id))
-        reader.read()
-        slurm_id = _sbatch(paths[job.id], env, test_only=False)
-        display.event(f"submitted {job.model.name} as Slurm job {slurm_id}")
-        run.log_summary(f"job {job.id} submitted to Slurm as {slurm_id}")
-        out.append(Submitted(job, slurm_id, reader))
-    return out
+    return [submit_one(job, run, scripts[job.id], env, display) for job in plan.todo]
+
+
+def submit_one(
+    job: Job, run: RunDir, text: str, env: dict[str, str], display: Display
+) -> Submitted:
+    path = run.internal / "slurm" / f"{job.id}.sbatch"
+    write_atomic(path, text)
+    reader = EventReader(run.events_file(job.id))
+    reader.read()  # what earlier attempts wrote is not this job's story
+    slurm_id = _sbatch(path, env, test_only=False)
+    display.event(f"submitted {job.model.name} as Slurm job {slurm_id}")
+    run.log_summary(f"job {job.id} submitted to Slurm as {slurm_id}")
+    return Submitted(job, slurm_id, reader)
 
 
 def job_state(slurm_id: str) -> dict[str, str]:
-    """`scontrol show job -o ID` as a dict (JobState, Reason, ExitCode, ...)."""
-    text = _client(["scontrol", "show", "job", "-o", slurm_id])
-    return dict(m.groups() for m in re.finditer(r"(\w+)=(\S*)", text))
+    """`scontrol show job -o ID` as a dict (JobState, Reason, ExitCode, ...); once Slurm has
+    forgotten the job (MinJobAge), `sacct` where accounting exists."""
+    try:
+        text = _client(["scontrol", "show", "job", "-o", slurm_id])
+        return dict(m.groups() for m in re.finditer(r"(\w+)=(\S*)", text))
+    except SpectravenvError as e:
+        if "Invalid job id" not in str(e):
+            raise
+    try:
+        line = _client(["sacct", "-n", "-P", "-X", "-j", slurm_id, "-o", "State,ExitCode"]).strip()
+    except SpectravenvError:
+        return {
+            "JobState": "UNKNOWN",
+            "Reason": "Slurm no longer knows the job and has no accounting",
+        }
+    state, _, code = line.partition("|")
+    return {"JobState": state.split()[0] if state else "UNKNOWN", "Reason": "", "ExitCode": code}
 
 
 def queue(ids: list[str]) -> dict[str, tuple[str, str]]:
@@ -155,14 +174,17 @@ def queue(ids: list[str]) -> dict[str, tuple[str, str]]:
 
 
 def follow(subs: list[Submitted], run: RunDir, display: Display, stop: threading.Event,
-           on_event: Callable[[Submitted, dict], None]) -> None:  # fmt: skip
-    """Wait for the submitted jobs, showing their state and the runners' events."""
+           on_event: Callable[[Submitted, dict], None],
+           resubmit: Callable[[Submitted], Submitted | None] | None = None) -> None:  # fmt: skip
+    """Wait for the submitted jobs, showing their state and the runners' events. A job that
+    ends other than COMPLETED may be resubmitted (`resubmit`, for --retries)."""
     while not all(s.done for s in subs):
         if stop.is_set():
             return
-        states = queue([s.slurm_id for s in subs if not s.done])
-        for s in subs:
-            if s.done:
+        asked = [s.slurm_id for s in subs if not s.done]
+        states = queue(asked)
+        for s in list(subs):
+            if s.done or s.slurm_id not in asked:  # a resubmission joins in the next round
                 continue
             for ev in s.reader.read():
                 on_event(s, ev)
@@ -176,6 +198,9 @@ def follow(subs: list[Submitted], run: RunDir, display: Display, stop: threading
                 for ev in s.reader.read():  # the runner's last words
                     on_event(s, ev)
                 _finish(s, info, run, display)
+                again = resubmit(s) if resubmit and info.get("JobState") != "COMPLETED" else None
+                if again is not None:
+                    subs.append(again)
         stop.wait(POLL)
 
 
