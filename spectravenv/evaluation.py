@@ -412,10 +412,8 @@ def _finish(
 ) -> int:
     from . import report
 
-    outs = rundir.outcomes(run)
-    if interrupted:
-        rundir.mark_interrupted(outs)
-    failed = [o for o in outs.values() if o.status in ("failed", "interrupted", "running")]
+    # A pair left "running" was cut short: it counts as not done, like a failed one.
+    failed = [o for o in rundir.outcomes(run).values() if o.status in ("failed", "running")]
     manifest = dict(manifest)
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     manifest["status"] = "interrupted" if interrupted else ("failed" if failed else "finished")

@@ -127,11 +127,7 @@ def rows_for_run(run: RunDir, catalog: Catalog) -> list[Row]:
 
     manifest = run.manifest() or {}
     limit = manifest.get("limit")
-    outs = outcomes(run)
-    if manifest.get("status") == "interrupted":
-        for o in outs.values():
-            if o.status == "running":
-                o.status = "interrupted"
+    outs = outcomes(run)  # a pair still "running" once the run ended reads as interrupted (_row)
     # Pairs the run asked for but never started (it was interrupted first, or their job could
     # not start) are listed as skipped: a table that silently drops them would overstate a run.
     if manifest.get("status") in ("finished", "failed", "interrupted"):

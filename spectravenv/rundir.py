@@ -55,9 +55,6 @@ class RunDir:
     def summary_log(self) -> Path:
         return self.path / "logs" / "evaluation_summary.log"
 
-    def pair_dir(self, model: str, benchmark: str) -> Path:
-        return self.path / model / benchmark
-
     def manifest(self) -> dict[str, Any] | None:
         try:
             return json.loads(self.manifest_file.read_text())
@@ -157,12 +154,6 @@ def job_spec(run: RunDir, job_id: str) -> dict[str, Any]:
         return json.loads(run.job_file(job_id).read_text())
     except (OSError, ValueError):
         return {}
-
-
-def mark_interrupted(outs: dict[tuple[str, str], PairOutcome]) -> None:
-    for o in outs.values():
-        if o.status == "running":
-            o.status = "interrupted"
 
 
 def latest_run(output_dir: Path) -> Path:

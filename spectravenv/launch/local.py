@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -43,18 +43,7 @@ class Active:
     benchmark: str | None = None
     done: int = 0
     total: int | None = None
-    finished: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
     terminal: bool = False  # the runner wrote job_done or job_failed
-
-
-@dataclass
-class JobEnd:
-    job: Job
-    gpus: list[GPU]
-    returncode: int | None
-    seconds: float
-    status: str  # done | failed | timeout | interrupted
 
 
 @dataclass
@@ -129,11 +118,10 @@ def run_plan(
     launch: Launch,
     display: Display,
     stop: threading.Event,
-) -> list[JobEnd]:
+) -> None:
     pending = list(plan.todo)  # already in longest-first order
     free = list(plan.gpus)
     active: list[Active] = []
-    ends: list[JobEnd] = []
     retried = {j.id: 0 for j in pending}
     cpus = os.cpu_count() or 1
     cpu_slots = max(1, cpus // 2)
@@ -172,11 +160,7 @@ def run_plan(
                 a.benchmark, a.total, a.done = bench, ev.get("total"), ev.get("reused", 0) or 0
             elif kind == "progress":
                 a.done, a.total = ev.get("done", a.done), ev.get("total", a.total)
-            elif kind == "benchmark_done":
-                a.finished.append(bench)
-                a.benchmark = None
-            elif kind == "benchmark_failed":
-                a.failed.append(bench)
+            elif kind in ("benchmark_done", "benchmark_failed"):
                 a.benchmark = None
             elif kind in ("job_done", "job_failed"):
                 a.terminal = True
@@ -196,7 +180,6 @@ def run_plan(
             _append_failure(launch.run.events_file(a.job.id), a.job.id, note)
             display.event(f"FAILED  {a.job.model.name}: {note}")
         launch.run.log_summary(f"job {a.job.id} ended: {status} (exit {rc}) after {seconds:.1f}s")
-        ends.append(JobEnd(a.job, a.gpus, rc, seconds, status))
         free.extend(g for g in a.gpus if g not in free)
         free.sort(key=lambda g: g.index)
         active.remove(a)
@@ -231,7 +214,6 @@ def run_plan(
                            "(other processes use them); free GPUs or choose others with --gpus")  # fmt: skip
                     _append_failure(launch.run.events_file(job.id), job.id, msg)
                     display.event(f"FAILED  {job.model.name}: {msg}")
-                    ends.append(JobEnd(job, [], None, 0.0, "failed"))
                 pending.clear()
         for a in list(active):
             follow(a)
@@ -248,7 +230,6 @@ def run_plan(
         procs.stop_trees([a.proc for a in active])
         for a in list(active):
             finish(a, "interrupted")
-    return ends
 
 
 def narrate(
