@@ -1,8 +1,8 @@
 """Built-in demo model and demo datasets for the spectravenv VLMEvalKit runner.
 
-This file runs INSIDE a per-transformers-version environment, next to
-vlmeval_runner.py.  It may import only the standard library and the packages of that
-environment (torch, transformers, tokenizers, safetensors, vlmeval); never spectravenv.
+This module runs INSIDE a per-transformers-version environment, as part of the runner
+package.  It may import only the standard library and the packages of that environment
+(torch, transformers, tokenizers, safetensors, vlmeval); never spectravenv.
 
 What it provides
 - ``demo-tiny-llava``: a tiny, randomly initialised LLaVA (2-layer CLIP vision tower,
@@ -30,47 +30,19 @@ import os
 import random
 import shutil
 import struct
+import sys
 import tempfile
 import time
 import zlib
 from collections.abc import Callable
 from typing import Any
 
+from .files import sha256_file, write_atomic
+
 DEMO_MODEL_NAME = "demo-tiny-llava"
 DEMO_MODEL_DIRNAME = "demo-tiny-llava-v1"  # bump the suffix when the recipe changes
 DEMO_MODEL_SEED = 1234
 DEMO_DATA_SEED = 20261127
-
-# ----------------------------------------------------------------------------------------
-# Atomic file helpers
-# ----------------------------------------------------------------------------------------
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; shared data must be readable by others
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 # ----------------------------------------------------------------------------------------
 # Demo datasets: stdlib-only raster + PNG so the bytes do not depend on the Pillow version
@@ -240,7 +212,7 @@ def ensure_builtin_dataset(builtin: str, data_root: str, name: str | None = None
                 "remove it or use another benchmark name"
             )
         return path
-    atomic_write_bytes(path, want)
+    write_atomic(path, want)
     return path
 
 
@@ -533,8 +505,10 @@ def _make_demo_class():
         ``sleep`` seconds per sample, ``fail_load`` raise in the constructor,
         ``fixed_answer`` return this text instead of generating (gives non-zero, predictable
         MCQ scores: e.g. "A" scores the share of questions whose answer is A),
-        ``print_env`` names of environment variables to print at load, as their sha256 and as
-        the raw value (the dispatcher must mask the value before it reaches the job log),
+        ``leak_env`` names of environment variables this hook deliberately leaks, to prove that
+        masking holds: it prints each value's sha256, the raw value whole, the value split
+        over two lines and in two writes without a newline between, and (with ``leak_raise``)
+        raises an exception whose message holds the value; none of it may reach a file,
         ``oom_below_gpus`` fail at load like a CUDA out-of-memory when fewer GPUs are visible.
         """
 
@@ -553,15 +527,25 @@ def _make_demo_class():
             fail_load: bool = False,
             cpu_threads: int | None = 1,
             fixed_answer: str | None = None,
-            print_env: list[str] | None = None,
+            leak_env: list[str] | None = None,
+            leak_raise: bool = False,
             oom_below_gpus: int = 0,
             **kwargs: Any,
         ) -> None:
             super().__init__()
-            for var in print_env or []:
+            for var in leak_env or []:
                 value = os.environ.get(var, "")
+                half = len(value) // 2
                 print(f"{var} sha256={hashlib.sha256(value.encode()).hexdigest()}", flush=True)
                 print(f"{var} value={value}", flush=True)
+                print(f"{var} split={value[:half]}\n{value[half:]}", flush=True)
+                sys.stdout.write(f"{var} pieces={value[:half]}")
+                sys.stdout.flush()
+                time.sleep(0.2)  # two writes the dispatcher reads separately
+                sys.stdout.write(f"{value[half:]} end\n")
+                sys.stdout.flush()
+                if leak_raise:
+                    raise RuntimeError(f"leak_raise test hook: {var}={value}")
             visible = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g]
             if len(visible) < oom_below_gpus:
                 raise RuntimeError(
@@ -576,6 +560,8 @@ def _make_demo_class():
                 if assets_dir is None:
                     raise ValueError("demo-tiny-llava needs model_path or assets_dir")
                 model_path = ensure_demo_model(assets_dir)
+            elif not os.path.isdir(model_path):
+                raise FileNotFoundError(f"demo-tiny-llava: no checkpoint folder at {model_path}")
             self.model_path = model_path
             self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
             if self.device == "cpu" and cpu_threads:

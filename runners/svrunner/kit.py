@@ -1,0 +1,264 @@
+"""The VLMEvalKit side (ms-vlmeval 0.0.20): the functions the runner calls, imported in the env.
+
+The runner drives VLMEvalKit through its Python functions rather than `run.py`: the model is
+built once, then per benchmark `build_dataset`, `infer_data_job` and `dataset.evaluate` run
+exactly as run.py calls them (same judge kwargs), so predictions and score files are VLMEvalKit's.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+# The marker VLMEvalKit uses for failed answers (vlmeval.inference.FAIL_MSG); predictions
+# containing it are retried on the next run, by VLMEvalKit and here.
+DEFAULT_FAIL_MSG = "Failed to obtain answer via API."
+# Datasets without public answers: run.py does inference only (it "skips" evaluation).
+NO_EVAL_EXACT = {
+    "MMMU_TEST", "DocVQA_TEST", "InfoVQA_TEST", "Q-Bench1_TEST", "A-Bench_TEST", "AesBench_TEST",
+    "MMBench_TEST_CN", "MMBench_TEST_EN", "MMBench", "MMBench_CN", "MMBench_TEST_CN_V11",
+    "MMBench_TEST_EN_V11", "MMBench_V11", "MMBench_CN_V11",
+}  # fmt: skip
+NO_EVAL_SUBSTR = ("MMT-Bench_ALL", "MLLMGuard_DS")
+# The judge keyword arguments run.py passes with its default flags (--api-nproc 4, --retry 6,
+# --judge-timeout 600): an API judge then behaves as under run.py.
+JUDGE_DEFAULTS = {"nproc": 4, "verbose": False, "retry": 6, "timeout": 600}
+# Stems (file name without extension, after "{model}_{dataset}") of files holding scores.
+SCORE_STEM = re.compile(r"_(acc|acc_all|score|scores|rating|final_rating|metrics|detailed_metrics)$")
+SCORE_EXT = (".csv", ".json", ".xlsx", ".tsv")
+
+
+def log(msg: str) -> None:
+    """Human-readable progress on stderr (the dispatcher keeps it, masked, as the job log)."""
+    sys.stderr.write(f"[spectravenv-runner r{os.environ.get('RANK', '0')}] {msg}\n")
+    sys.stderr.flush()
+
+
+def no_eval(dataset_name: str) -> bool:
+    return dataset_name in NO_EVAL_EXACT or any(s in dataset_name for s in NO_EVAL_SUBSTR)
+
+
+class Kit:
+    """The VLMEvalKit functions the runner uses."""
+
+    def __init__(self) -> None:
+        import vlmeval  # noqa: F401
+        import vlmeval.inference as inference
+        from vlmeval.dataset import DATASET_CLASSES, build_dataset
+        from vlmeval.inference import infer_data_job
+        from vlmeval.smp import dump, get_pred_file_path, load
+
+        self.build_dataset = build_dataset
+        self.infer_data_job = infer_data_job
+        self.infer_params = set(inspect.signature(infer_data_job).parameters)
+        self.load, self.dump = load, dump
+        self.fail_msg = getattr(inference, "FAIL_MSG", DEFAULT_FAIL_MSG)
+        self.dataset_classes = DATASET_CLASSES
+        try:
+            from vlmeval.dataset.video_dataset_config import supported_video_datasets
+
+            self.video_names = set(supported_video_datasets)
+        except Exception:
+            self.video_names = set()
+        self.pred_path = lambda wd, m, d: get_pred_file_path(wd, m, d, use_env_format=True)
+        self.patched_decoders = patch_image_decoding()
+
+    def is_official(self, name: str) -> bool:
+        if name in self.video_names:
+            return True
+        return any(name in cls.supported_datasets() for cls in self.dataset_classes)
+
+    def is_failed(self, value: Any) -> bool:
+        return self.fail_msg in str(value)
+
+
+def patch_image_decoding() -> int:
+    """Make VLMEvalKit's image cache writes atomic (in memory only; no env file is touched).
+
+    `dataset.dump_image` decodes each base64 image to LMUData/images/<dataset>/ with a plain
+    `PIL.Image.save` and reuses a file if `read_ok` can open its header, so two jobs on the same
+    benchmark could read a half-written image. Writing to a temporary name with the same suffix
+    (PIL picks the format from it) and renaming closes that race. Returns how many module
+    attributes were replaced.
+    """
+    import vlmeval.smp.vlm as smp_vlm
+
+    orig = smp_vlm.decode_base64_to_image_file
+    if getattr(orig, "_spectravenv_atomic", False):
+        return 0
+
+    def atomic_decode(base64_string: str, image_path: str, target_size: int = -1) -> None:
+        folder = os.path.dirname(image_path) or "."
+        os.makedirs(folder, exist_ok=True)
+        stem, ext = os.path.splitext(os.path.basename(image_path))
+        fd, tmp = tempfile.mkstemp(prefix=f".tmp-{stem}-", suffix=ext, dir=folder)
+        os.close(fd)
+        try:
+            orig(base64_string, tmp, target_size=target_size)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, image_path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    atomic_decode._spectravenv_atomic = True  # type: ignore[attr-defined]
+    count = 0
+    for name, mod in list(sys.modules.items()):
+        if name.startswith("vlmeval") and getattr(mod, "decode_base64_to_image_file", None) is orig:
+            mod.decode_base64_to_image_file = atomic_decode
+            count += 1
+    return count
+
+
+def unavailable_reason(factory: Any) -> str | None:
+    """The import error behind a guard placeholder class (see runners/vlmeval_guard.py)."""
+    target = getattr(factory, "func", factory)
+    return getattr(target, "_spectravenv_unavailable", None)
+
+
+def model_factory(spec: dict[str, Any], assets_dir: str) -> tuple[Callable[[], Any], str, dict]:
+    """A functools.partial like the entries of vlmeval.config.supported_VLM, its description,
+    and the keyword arguments it will be called with (for the checkpoint's identity)."""
+    kwargs = dict(spec.get("kwargs") or {})
+    if spec.get("vlmeval_name"):
+        from vlmeval.config import supported_VLM
+
+        name = spec["vlmeval_name"]
+        if name not in supported_VLM:
+            raise KeyError(f"{name!r} is not in vlmeval.config.supported_VLM of this VLMEvalKit")
+        base = supported_VLM[name]
+        factory = functools.partial(base, **kwargs) if kwargs else base
+        merged = {**(getattr(base, "keywords", None) or {}), **kwargs}
+        return factory, f"supported_VLM[{name!r}]", merged
+    if spec.get("class"):
+        import vlmeval.api
+        import vlmeval.vlm
+
+        cls_name = spec["class"]
+        cls = getattr(vlmeval.vlm, cls_name, None) or getattr(vlmeval.api, cls_name, None)
+        if cls is None:
+            raise KeyError(f"class {cls_name!r} is in neither vlmeval.vlm nor vlmeval.api")
+        return functools.partial(cls, **kwargs), f"vlmeval class {cls_name}", kwargs
+    from . import demo
+
+    cls = demo.builtin_model_class(spec["builtin"])
+    kwargs.setdefault("assets_dir", assets_dir)
+    return functools.partial(cls, **kwargs), f"builtin {spec['builtin']}", kwargs
+
+
+def build_model(factory: Callable[[], Any], name: str) -> Any:
+    reason = unavailable_reason(factory)
+    if reason is not None:
+        # The wrapper's module could not be imported under this env's transformers: say so
+        # plainly instead of a confusing error from the placeholder class.
+        raise ImportError(f"{name}: its VLMEvalKit wrapper cannot be imported in this env: {reason}")
+    # VLMEvalKit hides WORLD_SIZE while building (transformers >= 4.50 would otherwise switch
+    # to tensor parallelism under torchrun); do the same.
+    ws = os.environ.pop("WORLD_SIZE", None)
+    try:
+        return factory()
+    finally:
+        if ws is not None:
+            os.environ["WORLD_SIZE"] = ws
+
+
+class circular_eval_guard:
+    """Serialise VLMEvalKit's circular MCQ evaluation on this host and clean up after it.
+
+    `mcq_circular_eval` (MMBench, CCBench, names with "circular"/"mmcr") round-trips its table
+    through `/tmp/{timestr()}.xlsx`: a name with one-second resolution, fixed to /tmp, never
+    deleted. Two evaluations in the same second would overwrite each other's file. Hold a
+    host-wide lock, leave it only after the clock has moved to the next second, and delete the
+    files that appeared meanwhile.
+    """
+
+    MARKERS = ("mmbench", "ccbench", "circular", "mmcr")
+    TMP_NAME = re.compile(r"^\d{14}\.(xlsx|tsv|json)$")
+
+    def __init__(self, dataset_name: str) -> None:
+        self.active = any(m in dataset_name.lower() for m in self.MARKERS)
+        self.fd = -1
+        self.before: set[str] = set()
+
+    def _tmp_files(self) -> set[str]:
+        try:
+            return {f for f in os.listdir("/tmp") if self.TMP_NAME.match(f)}
+        except OSError:
+            return set()
+
+    def __enter__(self) -> circular_eval_guard:
+        if self.active:
+            import fcntl
+
+            self.fd = os.open(
+                "/tmp/.spectravenv-vlmeval-circular-eval.lock", os.O_RDWR | os.O_CREAT, 0o666
+            )
+            fcntl.flock(self.fd, fcntl.LOCK_EX)  # host-local /tmp: a kernel lock is right here
+            self.before = self._tmp_files()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if not self.active:
+            return
+        import fcntl
+
+        try:
+            for f in self._tmp_files() - self.before:
+                try:
+                    os.remove(os.path.join("/tmp", f))
+                except OSError:
+                    pass
+            time.sleep(1.05 - (time.time() % 1.0))  # next holder gets another timestr()
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+
+
+def snapshot(folder: str) -> dict[str, int]:
+    out = {}
+    for name in os.listdir(folder):
+        p = os.path.join(folder, name)
+        if os.path.isfile(p):
+            out[p] = os.stat(p).st_mtime_ns
+    return out
+
+
+def versions() -> dict[str, str | None]:
+    import platform
+    from importlib import metadata
+
+    def ver(*dists: str) -> str | None:
+        for d in dists:
+            try:
+                return metadata.version(d)
+            except metadata.PackageNotFoundError:
+                continue
+        return None
+
+    return {
+        "torch": ver("torch"),
+        "transformers": ver("transformers"),
+        "vlmeval": ver("ms-vlmeval", "vlmeval"),
+        "python": platform.python_version(),
+    }
+
+
+def cuda_facts() -> dict[str, Any]:
+    import torch
+
+    avail = torch.cuda.is_available()
+    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if avail else []
+    return {
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "cuda_available": avail,
+        "cuda_runtime": torch.version.cuda,
+        "gpu_names": names,
+    }

@@ -1,0 +1,155 @@
+"""The runner's entry point: job file in, events out, exit code for the dispatcher.
+
+    <env>/bin/python runners/vlmeval_runner.py JOB_JSON
+    <env>/bin/python -m torch.distributed.run --nproc-per-node=K runners/vlmeval_runner.py JOB_JSON
+
+Exit codes: 0 every benchmark done, 1 some benchmark failed, 2 a job-level failure. The exit code
+alone is never trusted by the dispatcher: the events say what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from . import redact
+from .dist import Dist, pin_local_gpus, run_everywhere
+from .errors import failure_info
+from .kit import Kit, build_model, cuda_facts, log, model_factory, versions
+from .protocol import SCHEMA, EventLog
+from .runner import Runner
+
+JOB_SCHEMA = 2
+
+
+def load_job(path: str) -> dict[str, Any]:
+    with open(path) as fh:
+        job = json.load(fh)
+    if job.get("schema") != JOB_SCHEMA:
+        raise ValueError(f"job schema {job.get('schema')!r} is not {JOB_SCHEMA}")
+    for key in ("job_id", "model", "benchmarks", "work_dir", "events", "data_root", "assets_dir"):
+        if key not in job:
+            raise ValueError(f"job file lacks {key!r}")
+    model = job["model"]
+    sources = [k for k in ("vlmeval_name", "class", "builtin") if model.get(k)]
+    if len(sources) != 1 or not model.get("name"):
+        raise ValueError("model needs a name and exactly one of vlmeval_name / class / builtin")
+    limit = job.get("limit")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0):
+        raise ValueError(f"limit must be null or an int > 0, not {limit!r}")
+    names = [b.get("name") for b in job["benchmarks"]]
+    if not all(names) or len(set(names)) != len(names):
+        raise ValueError(f"benchmark names must be present and unique: {names}")
+    job.setdefault("seed", 0)
+    job.setdefault("judge", "exact_matching")
+    job.setdefault("nproc", 4)
+    # Secrets are referenced, never written, in job files; their values are in our environment.
+    job["model"] = redact.unseal(job["model"], os.environ)
+    return job
+
+
+def prepare_environment(job: dict[str, Any]) -> None:
+    """Environment VLMEvalKit reads; must be set before `import vlmeval`."""
+    os.makedirs(job["data_root"], exist_ok=True)  # LMUDataRoot() ignores a missing folder
+    os.makedirs(job["work_dir"], exist_ok=True)
+    os.environ["LMUData"] = job["data_root"]
+    # litellm (imported by vlmeval) fetches its price list from GitHub at import unless told
+    # to use the bundled copy.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _report_bad_job(path: str, exc: Exception, rank: int, redactor: redact.Redactor) -> None:
+    """Tell the dispatcher, if the job file says where its events go."""
+    try:
+        with open(path) as fh:
+            raw = json.load(fh)
+        EventLog(raw["events"], str(raw.get("job_id")), rank, redactor).emit(
+            "job_failed", stage="job", **failure_info(exc)
+        )
+    except Exception:
+        pass
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        sys.stderr.write("usage: vlmeval_runner.py JOB_JSON\n")
+        return 2
+    dist = Dist()
+    redactor = redact.from_environment()
+    try:
+        job = load_job(argv[1])
+    except Exception as exc:
+        log(f"bad job file: {redactor.text(str(exc))}")
+        _report_bad_job(argv[1], exc, dist.rank, redactor)
+        return 2
+
+    events = EventLog(job["events"], job["job_id"], dist.rank, redactor)
+    runner = Runner(job, dist, events)
+    try:
+        prepare_environment(job)
+        pin_local_gpus()
+        import torch
+
+        torch.manual_seed(int(job["seed"]))
+        dist.init()
+        t_job = runner.emit0("job_started", pid=os.getpid(), python=sys.executable, versions=versions(),
+                             world_size=dist.world, schema=SCHEMA, **cuda_facts())  # fmt: skip
+    except Exception as exc:
+        runner.emit0("job_failed", stage="setup", **failure_info(exc))
+        return 2
+
+    # import VLMEvalKit and build the model on every rank; agree on failure
+    t0 = time.time()
+    timing: dict[str, Any] = {}
+
+    def import_kit() -> None:
+        runner.kit = Kit()
+        timing["import_seconds"] = round(time.time() - t0, 3)
+
+    _, failure = run_everywhere(dist, import_kit)
+    if failure:
+        log(f"vlmeval could not be imported: {redactor.text(failure['error'])}")
+        runner.emit0("job_failed", stage="import", **failure)
+        dist.close()
+        return 2
+
+    def load_model() -> Any:
+        from .fingerprint import checkpoint_identity
+
+        factory, source, kwargs = model_factory(job["model"], job["assets_dir"])
+        t1 = time.time()
+        model = build_model(factory, runner.model_name)
+        timing.update(build_seconds=round(time.time() - t1, 3), source=source)
+        # The checkpoint it really loaded (after a first download the hub revision is known).
+        path = getattr(model, "model_path", None) or kwargs.get("model_path")
+        runner.checkpoint = checkpoint_identity(path if isinstance(path, str) else None,
+                                                os.environ.get("HF_HOME"))  # fmt: skip
+        return model
+
+    runner.model, failure = run_everywhere(dist, load_model)
+    if failure:
+        log(f"model could not be built: {redactor.text(failure['error'])}")
+        runner.emit0("job_failed", stage="model", **failure)
+        dist.close()
+        return 2
+    runner.emit0("model_loaded", seconds=round(time.time() - t0, 3), model=runner.model_name,
+                 model_class=type(runner.model).__name__, **timing)  # fmt: skip
+
+    failed: list[str] = []
+    for bench in job["benchmarks"]:
+        try:
+            ok = runner.run_benchmark(bench)
+        except Exception as exc:
+            ok = runner.fail(bench["name"], "runner", failure_info(exc))
+        if not ok:
+            failed.append(bench["name"])
+    # The job's one duration: from job_started to job_done, as the report and the summary log
+    # compute it from these two events.
+    end = time.time()
+    runner.emit0("job_done", at=end, ok=not failed, failed=failed, seconds=round(end - t_job, 3))
+    dist.close()
+    return 1 if failed else 0

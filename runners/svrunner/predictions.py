@@ -1,0 +1,134 @@
+"""Reuse of earlier predictions of a pair: after a crash, a kill, or a retry, nothing is inferred
+twice, and nothing is reused that was made under another fingerprint.
+
+Sources of reusable answers, all in the pair's folder: the runner's own archive
+(`.spectravenv_predictions.pkl`, which survives VLMEvalKit rewriting its prediction file), the
+prediction file, VLMEvalKit's `_PREV.pkl` and the per-rank pickles of any world size (a job killed
+under torchrun -n 4 and resumed with one process still reuses them). The pair's fingerprint is
+kept in `.spectravenv_pair.json`; when it differs from the current one, everything in the folder
+moves to `.superseded/<n>/` (kept, never deleted) and the pair starts afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import re
+from typing import Any
+
+from . import fingerprint
+from .files import write_atomic
+from .kit import Kit, log
+
+ARCHIVE = ".spectravenv_predictions.pkl"
+PAIR_STATE = ".spectravenv_pair.json"
+SUPERSEDED = ".superseded"
+
+
+def check_fingerprint(pair_dir: str, parts: dict[str, Any]) -> tuple[list[str], str | None]:
+    """Compare with the pair's recorded fingerprint; on a difference move the old files aside.
+
+    Returns (what changed, where the old files went); ([], None) when nothing is in the way.
+    """
+    os.makedirs(pair_dir, exist_ok=True)
+    state = os.path.join(pair_dir, PAIR_STATE)
+    old = None
+    if os.path.exists(state):
+        with open(state) as fh:
+            old = json.load(fh).get("parts")
+    changed: list[str] = []
+    moved = None
+    entries = [e for e in os.listdir(pair_dir) if e != SUPERSEDED]
+    if old is not None:
+        changed = fingerprint.changes(old, parts)
+    elif entries:
+        changed = ["unknown (files without a fingerprint)"]
+    if changed and entries:
+        base = os.path.join(pair_dir, SUPERSEDED)
+        os.makedirs(base, exist_ok=True)
+        n = 1 + max((int(x) for x in os.listdir(base) if x.isdigit()), default=0)
+        moved = os.path.join(base, str(n))
+        os.makedirs(moved)
+        for e in entries:
+            os.replace(os.path.join(pair_dir, e), os.path.join(moved, e))
+    if old is None or changed:
+        # Merge with what was recorded: a part known now but unknown before is filled in.
+        merged = {k: (parts.get(k) if parts.get(k) is not None else (old or {}).get(k)) for k in parts}
+        record = {"digest": fingerprint.digest(merged), "parts": merged}
+        write_atomic(state, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    return changed, moved
+
+
+def _clean(v: Any) -> Any:
+    return "" if isinstance(v, float) and math.isnan(v) else v  # an empty answer read from .xlsx
+
+
+def _load_archive(path: str) -> dict[str, Any]:
+    if not os.path.exists(path):
+        return {}
+    with open(path, "rb") as fh:
+        return pickle.load(fh)
+
+
+def reusable(kit: Kit, pair_dir: str, model: str, dname: str) -> dict[str, Any]:
+    """Union of every earlier good prediction for this pair, keyed by str(index)."""
+    union: dict[str, Any] = {}
+
+    def add(mapping: dict[Any, Any]) -> None:
+        for k, v in mapping.items():
+            v = _clean(v)
+            if not kit.is_failed(v):
+                union[str(k)] = v
+
+    archive = os.path.join(pair_dir, ARCHIVE)
+    add(_load_archive(archive))
+    pred = kit.pred_path(pair_dir, model, dname)
+    if os.path.exists(pred):
+        df = kit.load(pred)
+        if "prediction" in df and "index" in df:
+            add(dict(zip(df["index"], df["prediction"])))
+    prev = os.path.join(pair_dir, f"{model}_{dname}_PREV.pkl")
+    pat = re.compile(r"^\d+_" + re.escape(dname) + r"\.pkl$")
+    for path in [prev] + [os.path.join(pair_dir, f) for f in sorted(os.listdir(pair_dir)) if pat.match(f)]:
+        if os.path.exists(path):
+            try:
+                add(kit.load(path))
+            except Exception as exc:  # a pickle cut short by a kill: skip it
+                log(f"ignoring unreadable {os.path.basename(path)}: {exc}")
+    write_atomic(archive, pickle.dumps(union))  # all of it safe before anything is touched
+    return union
+
+
+def seed_rank_pickles(pair_dir: str, dname: str, union: dict[str, Any],
+                      index_of: dict[str, Any], world: int) -> None:  # fmt: skip
+    """Hand reusable predictions to infer_data through this world size's rank pickles.
+
+    infer_data(rank r) starts from _PREV.pkl (written by infer_data_job from the prediction file
+    only) updated with `{r}{world}_{dataset}.pkl`; entries outside r's shard are dropped by
+    infer_data itself.
+    """
+    seeded = {index_of[k]: v for k, v in union.items() if k in index_of}
+    mine = {f"{r}{world}_{dname}.pkl" for r in range(world)}
+    pat = re.compile(r"^(\d+)_" + re.escape(dname) + r"\.pkl$")
+    for f in os.listdir(pair_dir):
+        if pat.match(f) and f not in mine:
+            os.remove(os.path.join(pair_dir, f))  # another world size: already in the archive
+    for name in mine:
+        write_atomic(os.path.join(pair_dir, name), pickle.dumps(dict(seeded)))
+
+
+def update_archive(kit: Kit, pair_dir: str, pred_file: str) -> None:
+    archive = os.path.join(pair_dir, ARCHIVE)
+    union = _load_archive(archive)
+    df = kit.load(pred_file)
+    for k, v in zip(df["index"], df["prediction"]):
+        v = _clean(v)
+        if not kit.is_failed(v):
+            union[str(k)] = v
+    write_atomic(archive, pickle.dumps(union))
+
+
+def archived_keys(pair_dir: str) -> set[str]:
+    return set(_load_archive(os.path.join(pair_dir, ARCHIVE)))

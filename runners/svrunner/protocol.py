@@ -1,0 +1,140 @@
+"""The events format: JSON lines that a runner appends and the dispatcher reads, side by side.
+
+The file on disk is the contract, so a local job, a Slurm job and a restarted dispatcher read a
+job's story the same way. Each event is one JSON object on one line with at least "event",
+"time", "job_id" and "rank". Paths inside events are relative to the run folder, so a copied,
+moved or rsynced run folder still reads as itself.
+
+Writing: one `os.write` per line on an O_APPEND descriptor, then fsync, so concurrent ranks never
+interleave within a line and a crash can at worst leave a last line without its newline. Every
+event is masked of secret values before it is written: nothing on disk holds a secret.
+Reading: only complete lines count; a torn last line is ignored until it is completed.
+
+Kinds (fields beyond the common four):
+    job_started        pid, python, versions, world_size, cuda_visible_devices, cuda_available,
+                       cuda_runtime, gpu_names
+    model_loaded       seconds, import_seconds, build_seconds, model_class, source
+    pair_reset         benchmark, changed (what differs from the last attempt), moved_to
+    benchmark_started  benchmark, total, reused, rows_full, fingerprint, prediction_file, ...
+    progress           benchmark, done, total [, shard=[rank, world]]
+    benchmark_done     benchmark, fingerprint, prediction_file, score_files, eval_files,
+                       samples, seconds, failed_predictions, metrics [, eval_skipped]
+    benchmark_failed   benchmark, stage (dataset|infer|eval|runner), error, traceback, oom
+    job_failed         stage (job|setup|import|model|dispatch), error, traceback, oom [, source]
+    job_done           ok, failed, seconds
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA = 2
+KINDS = frozenset({
+    "job_started", "model_loaded", "pair_reset", "benchmark_started", "progress",
+    "benchmark_done", "benchmark_failed", "job_failed", "job_done",
+})  # fmt: skip
+TERMINAL = frozenset({"job_done", "job_failed"})
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON: no NaN/Infinity, no numpy or pandas objects (converted if already loaded)."""
+    pd, np = sys.modules.get("pandas"), sys.modules.get("numpy")
+    if pd is not None and isinstance(obj, pd.DataFrame):
+        return [jsonable(r) for r in obj.to_dict(orient="records")]
+    if pd is not None and isinstance(obj, pd.Series):
+        return jsonable(obj.to_dict())
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [jsonable(v) for v in obj]
+    if np is not None and isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
+        return None
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)
+
+
+class EventLog:
+    """The writer: append-only, shared by all ranks of a job, masked at the source."""
+
+    def __init__(self, path: str, job_id: str, rank: int, redactor: Any = None) -> None:
+        self.path, self.job_id, self.rank = path, job_id, rank
+        self.redactor = redactor
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        # A process killed mid-write may have left a line without '\n': start on a fresh line
+        # so the first event is not glued to that fragment.
+        self._need_newline = False
+        size = os.fstat(self.fd).st_size
+        if size:
+            with open(path, "rb") as fh:
+                fh.seek(size - 1)
+                self._need_newline = fh.read(1) != b"\n"
+
+    def emit(self, event: str, at: float | None = None, **fields: Any) -> float:
+        """Write one event (stamped `at`, default now); returns its time."""
+        if event not in KINDS:
+            raise ValueError(f"unknown event kind {event!r}")
+        stamp = time.time() if at is None else at
+        obj = {"event": event, "time": stamp, "job_id": self.job_id, "rank": self.rank}
+        obj.update(fields)
+        obj = jsonable(obj)
+        if self.redactor:
+            obj = self.redactor.obj(obj)
+        line = json.dumps(obj, ensure_ascii=False, allow_nan=False)
+        if self.redactor:  # a value JSON escaped differently from its raw form
+            line = self.redactor.text(line)
+        data = ("\n" if self._need_newline else "") + line + "\n"
+        self._need_newline = False
+        os.write(self.fd, data.encode("utf-8"))  # one write: O_APPEND keeps lines whole
+        os.fsync(self.fd)
+        return stamp
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@dataclass
+class EventReader:
+    """The reader, incremental: returns only complete lines, never half of one being written."""
+
+    path: str
+    offset: int = 0
+    _partial: bytes = field(default=b"", repr=False)
+
+    def read(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return []
+        self.offset += len(chunk)
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()  # b"" when the chunk ended with a newline
+        out = []
+        for line in lines:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue  # a line torn by a crash mid-write carries no information
+            if isinstance(ev, dict) and ev.get("event") in KINDS:
+                out.append(ev)
+        return out
+
+
+def read_events(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    return EventReader(os.fspath(path)).read()
+
+
+def relative(path: str, root: str) -> str:
+    """`path` relative to the run folder `root` (events never store absolute paths)."""
+    return os.path.relpath(os.path.abspath(path), os.path.abspath(root))
