@@ -62,6 +62,10 @@ class Model:
     addons: tuple[str, ...] = ()
     load_seconds: float = 60.0
     seconds_per_sample: float = 0.5
+    # Can its wrapper spread one copy over several GPUs (it loads with device_map="auto")? A
+    # wrapper that loads onto one device (`.cuda()`, device_map="cuda") cannot, whatever it needs.
+    multi_gpu: bool = False
+    checkpoint: str | None = None  # the weights it loads (hub id or path): identity, prefetch
 
     @property
     def origin(self) -> str:
@@ -176,6 +180,8 @@ _MODEL_KEYS = {
     "addons": list,
     "load_seconds": (int, float),
     "seconds_per_sample": (int, float),
+    "multi_gpu": bool,
+    "checkpoint": str,
 }
 _BENCH_KEYS = {
     "category": str,
@@ -289,6 +295,11 @@ def _build_model(name: str, f: dict[str, Any]) -> Model:
         local = mp.startswith(("/", ".", "~"))
         kwargs["model_path"] = str(_resolve(f["__dir__"], mp)) if local else mp
     cls, builtin = f.get("class"), f.get("builtin")
+    if f.get("gpus", 1) > 1 and not f.get("multi_gpu", False):
+        raise SpectravenvError(
+            f"{f['__file__']}: model {name!r} has gpus = {f['gpus']} but not multi_gpu = true; only a "
+            'wrapper that loads with device_map="auto" can spread one copy over several GPUs'
+        )
     return Model(
         name=name,
         env=f["env"],
@@ -304,6 +315,8 @@ def _build_model(name: str, f: dict[str, Any]) -> Model:
         addons=tuple(f.get("addons", ())),
         load_seconds=float(f.get("load_seconds", 60.0)),
         seconds_per_sample=float(f.get("seconds_per_sample", 0.5)),
+        multi_gpu=f.get("multi_gpu", False),
+        checkpoint=f.get("checkpoint"),
     )
 
 

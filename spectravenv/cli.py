@@ -345,34 +345,25 @@ def eval_cmd(
                 type=click.Path(path_type=Path))  # fmt: skip
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path),
               help="Where a merge of several runs is written  [default: ./merged-report]")  # fmt: skip
-@click.option("--env-file", type=click.Path(path_type=Path),
-              help="Secrets to mask in error excerpts  [default: ./.env if present]")  # fmt: skip
-def report(run_dirs, output_dir, env_file) -> None:
+def report(run_dirs, output_dir) -> None:
     """Rebuild tables and EVALUATION_REPORT.md from run folders; merge several into one matrix.
 
-    Needs only the run folders (no env). With several runs, the newest finished result of each
-    (model, benchmark) wins and names the run it came from.
+    Needs only the run folders (no env, no .env: nothing in them holds a secret). With several
+    runs, the newest finished result of each (model, benchmark) wins and names the run it came from.
     """
     from . import report as report_mod
     from . import rundir
-    from . import secrets as secrets_mod
 
     _, cat = _context()
-    runs = []
-    for d in run_dirs:
-        run = rundir.RunDir(d.absolute())
-        if run.manifest() is None:
-            raise SpectravenvError(f"{d} is not a spectravenv run folder (no run.json)")
-        runs.append(run)
-    secrets = secrets_mod.load(env_file or Path(".env"), required=env_file is not None)
+    runs = [rundir.open_run(d) for d in run_dirs]
     if len(runs) == 1 and output_dir is None:
-        click.echo(report_mod.write_all(runs[0], cat, secrets))
+        click.echo(report_mod.write_all(runs[0], cat))
         click.echo(f"\nrebuilt {runs[0].path / report_mod.REPORT}")
         return
     out = (output_dir or Path("merged-report")).absolute()
     if out.exists() and not out.is_dir():
         raise SpectravenvError(f"--output-dir {out} is a file; give a folder")
-    click.echo(report_mod.write_merged(runs, cat, out, secrets))
+    click.echo(report_mod.write_merged(runs, cat, out))
     click.echo(f"\nmerged {len(runs)} runs into {out / report_mod.REPORT}")
 
 
@@ -384,11 +375,12 @@ def status(run_dir: Path) -> None:
     from . import results, rundir
 
     _, cat = _context()
-    run = rundir.RunDir(run_dir.absolute())
-    manifest = run.manifest()
-    if manifest is None:
-        raise SpectravenvError(f"{run_dir} is not a spectravenv run folder (no run.json)")
-    click.echo(f"{run.path.name}: {manifest.get('status', '?')}, started {manifest.get('started')}")
+    run = rundir.open_run(run_dir)
+    manifest = run.manifest() or {}
+    state = manifest.get("status", "?")
+    if state == "running" and not results.run_is_live(run, manifest):
+        state = "interrupted (its dispatcher is gone; continue with `spectravenv eval --resume`)"
+    click.echo(f"{run.path.name}: {state}, started {manifest.get('started')}")
     click.echo(report_mod.console_summary(results.rows_for_run(run, cat)))
 
 

@@ -22,17 +22,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import filelock
+from svrunner.locking import FileLock, LockBusy
 
 from . import locks, procs
 from .catalog import Addon, Catalog, Env
 from .errors import SpectravenvError
 from .paths import RUNNERS_DIR, Paths
+from .pythons import find_python
+from .rundir import write_json
 from .uvtool import uv_cmd, uv_env
 
 MARKER = ".spectravenv-env.json"
-RECIPE = 1  # bump when the build steps change, so old envs are rebuilt rather than trusted
-NETWORK_FILESYSTEMS = {"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3", "ceph", "panfs"}
+RECIPE = 2  # bump when the build steps change, so old envs are rebuilt rather than trusted
+GUARD = RUNNERS_DIR / "vlmeval_guard.py"
+# Files spectravenv adds to every env's site-packages (never a file the lock installed):
+# the import guard, the .pth that loads it, and an empty .env where VLMEvalKit looks for one
+# (secrets travel in the job's environment; without the file every job log starts with an error).
+GUARD_MODULE = "_spectravenv_vlmeval_guard"
+ENV_INFO = "_spectravenv_env.json"
 
 Reporter = Callable[[str], None]
 
@@ -55,15 +62,27 @@ class EnvState:
         return self.path / "bin" / "python"
 
 
+def added_files(env: Env) -> dict[str, bytes]:
+    """What spectravenv writes into the env's site-packages, by file name: part of the env's key."""
+    info = {"env": env.name, "transformers": env.transformers}
+    return {
+        f"{GUARD_MODULE}.py": GUARD.read_bytes(),
+        f"{GUARD_MODULE}.pth": f"import {GUARD_MODULE}\n".encode(),
+        ENV_INFO: (json.dumps(info, sort_keys=True) + "\n").encode(),
+        ".env": b"# spectravenv: secrets reach jobs through their environment, never this file\n",
+    }
+
+
 def env_key(env: Env) -> str:
     """Hash of everything that defines an env's contents."""
     if not env.lock.is_file():
         locks.read(env.lock, env.name)  # raises the one-line "missing lock" error
-    lock_bytes = env.lock.read_bytes()
     h = hashlib.sha256()
     h.update(f"recipe={RECIPE}\npython={env.python}\ntransformers={env.transformers}\n".encode())
     h.update(f"verify={','.join(env.verify)}\n".encode())
-    h.update(lock_bytes)
+    h.update(env.lock.read_bytes())
+    for name, data in sorted(added_files(env).items()):
+        h.update(f"\n{name}\n".encode() + hashlib.sha256(data).hexdigest().encode())
     return h.hexdigest()[:16]
 
 
@@ -110,76 +129,36 @@ def _env_folders(paths: Paths, name: str) -> list[Path]:
     return [p for p in paths.envs.glob(f"{name}-*") if p.is_dir() and len(p.name) == len(name) + 17]
 
 
-# ---- locking -----------------------------------------------------------------------------------
+# ---- locking ----------------------------------------------------------------------------------
 
 
-def _filesystem_type(path: Path) -> str:
-    """The type of the mount holding `path`, from /proc/mounts (longest matching mount point)."""
-    best, fstype = "", ""
+def lock_timeout() -> float:
+    """How long to wait for another process's build (a cold build downloads gigabytes)."""
     try:
-        target = str(path.resolve())
-        for line in Path("/proc/mounts").read_text().splitlines():
-            parts = line.split()
-            if len(parts) >= 3:
-                mnt = parts[1].replace("\\040", " ")
-                inside = target == mnt or target.startswith(mnt.rstrip("/") + "/")
-                if inside and len(mnt) > len(best):
-                    best, fstype = mnt, parts[2]
-    except OSError:
-        pass
-    return fstype
+        return float(os.environ.get("SPECTRAVENV_LOCK_TIMEOUT", 3600))
+    except ValueError:
+        raise SpectravenvError("SPECTRAVENV_LOCK_TIMEOUT must be a number of seconds") from None
 
 
-def lock_for(paths: Paths, name: str) -> filelock.BaseFileLock:
-    """A kernel lock on local disks; an O_EXCL lock file where flock is unreliable (NFS, Lustre).
-
-    `SPECTRAVENV_LOCK=soft|kernel` overrides the guess.
-    """
-    paths.build_locks.mkdir(parents=True, exist_ok=True)
-    mode = os.environ.get("SPECTRAVENV_LOCK", "").lower()
-    if mode not in ("soft", "kernel"):
-        fs = _filesystem_type(paths.build_locks)
-        mode = "soft" if fs in NETWORK_FILESYSTEMS or fs.startswith("fuse") else "kernel"
-    cls = filelock.SoftFileLock if mode == "soft" else filelock.FileLock
-    return cls(str(paths.build_locks / f"{name}.lock"))
+def build_lock(paths: Paths, name: str, what: str) -> FileLock:
+    return FileLock(paths.build_locks / f"{name}.lock", what)
 
 
 @contextlib.contextmanager
-def _holding(lock: filelock.BaseFileLock, what: str, report: Reporter) -> Iterator[None]:
+def _holding(lock: FileLock, report: Reporter) -> Iterator[None]:
+    def waiting(holder: dict[str, Any] | None) -> None:
+        from svrunner.locking import describe
+
+        report(f"waiting for {describe(holder)}, which holds {lock.path} ...")
+
     try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        report(f"waiting for another spectravenv process that is building {what} ...")
-        lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
+        with lock.hold(lock_timeout(), on_wait=waiting):
+            yield
+    except LockBusy as e:
+        raise SpectravenvError(f"{e} (gave up after {lock_timeout():g} s; SPECTRAVENV_LOCK_TIMEOUT)") from None
 
 
 # ---- building ----------------------------------------------------------------------------------
-
-
-def find_python(spec: str, paths: Paths) -> Path:
-    """An interpreter for `spec` ("3.10"): what uv finds, else a pyenv install of that version."""
-    proc = procs.run(uv_cmd("python", "find", spec), env=uv_env(paths), timeout=120)
-    if proc.returncode == 0 and proc.stdout.strip():
-        return Path(proc.stdout.strip().splitlines()[-1])
-    # pyenv shims answer for one version at a time and make uv's discovery fail; its real
-    # interpreters are plain folders.
-    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-    candidates = sorted(
-        pyenv_root.glob(f"versions/{spec}.*/bin/python{spec}"),
-        key=lambda p: [int(x) if x.isdigit() else 0 for x in p.parts[-3].split(".")],
-    )
-    if (pyenv_root / "versions" / spec / "bin" / f"python{spec}").exists():
-        candidates.append(pyenv_root / "versions" / spec / "bin" / f"python{spec}")
-    if candidates:
-        return candidates[-1]
-    raise SpectravenvError(
-        f"Python {spec} not found: install it (`uv python install {spec}`, pyenv or your "
-        f"cluster's module system), or allow uv to download it (UV_PYTHON_DOWNLOADS=automatic)"
-    )
 
 
 def _no_space(e: OSError | str) -> bool:
@@ -193,7 +172,7 @@ def _space_error(paths: Paths) -> SpectravenvError:
     )
 
 
-def _sync_error(env: Env, stderr: str, paths: Paths) -> SpectravenvError:
+def _sync_error(env: Env, stderr: str, paths: Paths, log: Path | None = None) -> SpectravenvError:
     if _no_space(stderr):
         return _space_error(paths)
     text = " ".join(stderr.split())
@@ -206,17 +185,20 @@ def _sync_error(env: Env, stderr: str, paths: Paths) -> SpectravenvError:
             f"{env.lock.name}; the lock is wrong or the file was tampered with. Nothing was "
             f"changed; re-lock with `spectravenv lock {env.name}` if the new file is trusted"
         )
-    return SpectravenvError(f"env {env.name!r}: uv failed: {locks.uv_error_line(stderr)}")
+    more = f" (full output: {log})" if log else ""
+    return SpectravenvError(f"env {env.name!r}: uv failed: {locks.uv_error_line(stderr)}{more}")
 
 
 VERIFY_SCRIPT = RUNNERS_DIR / "env_probe.py"
 
 
-def _verify(env: Env, python: Path) -> dict[str, Any]:
-    proc = procs.run([python, VERIFY_SCRIPT, *env.verify], env=_child_env(), timeout=900)
+def _verify(env: Env, python: Path, paths: Paths) -> dict[str, Any]:
+    cmd = [python, VERIFY_SCRIPT, *env.verify]
+    proc = procs.run(cmd, env=_child_env(), timeout=900)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise SpectravenvError(f"env {env.name!r} was built but does not work: {last}")
+        log = procs.keep_log(paths.logs, f"verify-{env.name}", cmd, proc)
+        raise SpectravenvError(f"env {env.name!r} was built but does not work: {last} (full output: {log})")
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     got = info["versions"].get("transformers")
     if "transformers" in env.verify and got != env.transformers:
@@ -249,21 +231,23 @@ def _build(env: Env, key: str, paths: Paths, report: Reporter) -> None:
         proc = procs.run(uv_cmd("venv", "--relocatable", "--python", python, tmp), env=uv)
         if proc.returncode != 0:
             raise _sync_error(env, proc.stderr, paths)
-        proc = procs.run(
-            uv_cmd("pip", "sync", "--python", tmp / "bin" / "python", "--require-hashes", env.lock),
-            env=uv,
-        )
+        cmd = uv_cmd("pip", "sync", "--python", tmp / "bin" / "python", "--require-hashes", env.lock)
+        proc = procs.run(cmd, env=uv)
         if proc.returncode != 0:
-            raise _sync_error(env, proc.stderr, paths)
+            raise _sync_error(env, proc.stderr, paths, procs.keep_log(paths.logs, "uv-sync", cmd, proc))
+        site = next((tmp / "lib").glob("python*/site-packages"))
+        # New files only: uv hardlinks the lock's files to its cache, so editing one in place
+        # would edit every env that shares it.
+        for name, data in added_files(env).items():
+            (site / name).write_bytes(data)
         # Bytecode now, recorded under the final path (tracebacks then name real files), so no
         # job pays for compiling `vlmeval` again. uv's --compile-bytecode would record tmp paths.
-        site = next((tmp / "lib").glob("python*/site-packages"))
         procs.run(
             [tmp / "bin" / "python", "-m", "compileall", "-q", "-q", "-j", "0",
              "-s", tmp, "-p", final, site],
             env=_child_env(),
         )  # fmt: skip
-        info = _verify(env, tmp / "bin" / "python")
+        info = _verify(env, tmp / "bin" / "python", paths)
         marker = {
             "env": env.name,
             "key": key,
@@ -276,7 +260,7 @@ def _build(env: Env, key: str, paths: Paths, report: Reporter) -> None:
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "build_seconds": round(time.monotonic() - started, 1),
         }
-        _write_json(tmp / MARKER, marker)
+        write_json(tmp / MARKER, marker)
         os.rename(tmp, final)
     except OSError as e:
         if _no_space(e):
@@ -285,12 +269,6 @@ def _build(env: Env, key: str, paths: Paths, report: Reporter) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report(f"env {env.name} ready in {time.monotonic() - started:.0f} s: {final}")
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
 
 
 def _check_home(paths: Paths) -> None:
@@ -314,7 +292,7 @@ def ensure(env: Env, paths: Paths, report: Reporter = _quiet) -> EnvState:
     if st.state == "ready":
         return st
     _check_home(paths)
-    with _holding(lock_for(paths, f"env-{env.name}-{st.key}"), f"env {env.name}", report):
+    with _holding(build_lock(paths, f"env-{env.name}-{st.key}", f"building env {env.name}"), report):
         st = status(env, paths)  # someone may have finished it while we waited
         if st.state == "ready":
             report(f"env {env.name} is ready (built by another process)")
@@ -352,7 +330,7 @@ def ensure_addon(
     if (final / MARKER).exists():
         return final
     paths.addons.mkdir(parents=True, exist_ok=True)
-    with _holding(lock_for(paths, f"addon-{final.name}"), f"add-on {addon.name}", report):
+    with _holding(build_lock(paths, f"addon-{final.name}", f"installing add-on {addon.name}"), report):
         if (final / MARKER).exists():
             return final
         tmp = paths.addons / f".tmp-{final.name}-{os.getpid()}"
@@ -370,7 +348,7 @@ def ensure_addon(
                 f"{locks.uv_error_line(proc.stderr)} (offline? pre-build it on a node with "
                 "network access with `spectravenv sync`)"
             )
-        _write_json(tmp / MARKER, {"addon": addon.name, "source": addon.source})
+        write_json(tmp / MARKER, {"addon": addon.name, "source": addon.source})
         os.rename(tmp, final)
     return final
 
@@ -427,11 +405,11 @@ def collect(catalog: Catalog, paths: Paths, report: Reporter = _quiet) -> list[P
                 if p.name.startswith(".tmp-")
                 else p.name
             )
-            lock = lock_for(paths, f"env-{folder}")
+            lock = build_lock(paths, f"env-{folder}", f"removing {p.name}")
             try:
                 lock.acquire(timeout=0)
-            except filelock.Timeout:
-                report(f"skipping {p.name}: a build is using it")
+            except LockBusy as e:
+                report(f"skipping {p.name}: {e}")
                 continue
         try:
             _remove(p) if p.is_dir() else p.unlink()

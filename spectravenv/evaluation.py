@@ -1,13 +1,18 @@
-"""`spectravenv eval`: names -> plan -> envs -> launch -> results -> report, in that order.
+"""`spectravenv eval`: names -> plan -> envs -> launch -> results -> report, as ordered steps.
 
-Everything that can be wrong with the request is found before an env is built or a process
-started; what finished is never lost, so `--resume` (or the same command again) continues a run.
+Each step works on one `Eval` state and may end the command with an exit code (a dry run,
+nothing left to do, --no-wait). Everything that can be wrong with the request is found before
+a folder is made, an env built or a process started; a new run's folder is created atomically
+only once the request is known to be good, and the run is locked for as long as this dispatcher
+works on it.
+What finished is never lost, so `--resume` (or the same command again) continues a run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -18,13 +23,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import __version__, envs, gpus, plan, rundir, stats
+from svrunner import fingerprint
+from svrunner.locking import FileLock, LockBusy
+
+from . import __version__, envs, events, gpus, plan, rundir, stats
 from . import secrets as secrets_mod
 from .catalog import Catalog
 from .errors import SpectravenvError
 from .launch import job as jobfiles
-from .launch.local import Display, Launch, run_plan
+from .launch.local import Display, Launch, narrate, run_plan
 from .paths import PACKAGE_DIR, Paths
+
+DEFAULT_JUDGE = "exact_matching"
+INTERRUPTED = 130
 
 
 @dataclass
@@ -52,81 +63,369 @@ class EvalRequest:
     argv: list[str] = field(default_factory=list)
 
 
-DEFAULT_JUDGE = "exact_matching"
+@dataclass
+class Eval:
+    """The state the steps share."""
+
+    req: EvalRequest
+    paths: Paths
+    catalog: Catalog
+    out: TextIO
+    err: TextIO
+    t0: float = field(default_factory=time.time)
+    models: list[str] = field(default_factory=list)
+    benchmarks: list[str] = field(default_factory=list)
+    run: rundir.RunDir | None = None
+    existing: dict[str, Any] | None = None  # the manifest of a run being continued
+    created: bool = False  # this command made the run folder
+    lock: FileLock | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    secrets: secrets_mod.Secrets = field(default_factory=secrets_mod.Secrets)
+    inventory: list[gpus.GPU] = field(default_factory=list)
+    pool: list[gpus.GPU] = field(default_factory=list)
+    plan: plan.Plan | None = None
+    states: dict[str, envs.EnvState] = field(default_factory=dict)
+    addon_dirs: dict[str, list[Path]] = field(default_factory=dict)
+    job_files: dict[str, Path] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    started_work: bool = False  # a manifest of this attempt is on disk: keep the folder
+
+    @property
+    def on_slurm(self) -> bool:
+        return self.req.launcher == "slurm"
+
+    def say(self, msg: str) -> None:
+        self.err.write(msg + "\n")
+        self.err.flush()
 
 
-def _matrix(req: EvalRequest, catalog: Catalog) -> tuple[list[str], list[str]]:
-    models, benchmarks = catalog.classify(req.names)
-    models += [catalog.model(m).name for m in req.models]
-    benchmarks += [catalog.benchmark(b).name for b in req.data]
-    return list(dict.fromkeys(models)), list(dict.fromkeys(benchmarks))
+Step = Callable[[Eval], "int | None"]
 
 
-def _choose_run(req: EvalRequest) -> tuple[rundir.RunDir, dict[str, Any] | None]:
-    out = req.output_dir
-    if out.exists() and not out.is_dir():
-        raise SpectravenvError(f"--output-dir {out} is a file; give a folder (default ./outputs)")
+# ---- the request ------------------------------------------------------------------------------
+
+
+def check_request(st: Eval) -> None:
+    req = st.req
+    if req.limit is not None and req.limit <= 0:
+        raise SpectravenvError(f"--limit must be a positive number of samples, not {req.limit}")
+    if req.assume_gpus and not (req.dry_run or st.on_slurm):
+        raise SpectravenvError("--assume-gpus plans for a machine that is not here: use it with --dry-run")
+    if req.run_name is not None and ("/" in req.run_name or req.run_name in ("", ".", "..")):
+        raise SpectravenvError(f"--run-name {req.run_name!r} must be a plain folder name")
+
+
+def choose_run(st: Eval) -> None:
+    """The run to continue (--resume, or an existing --run-name); a new one is made later."""
+    req = st.req
+    if req.output_dir.exists() and not req.output_dir.is_dir():
+        raise SpectravenvError(f"--output-dir {req.output_dir} is a file; give a folder (default ./outputs)")
     if req.resume is not None:
-        path = Path(req.resume) if req.resume else rundir.latest_run(out)
-        run = rundir.RunDir(path.absolute())
-        manifest = run.manifest()
-        if manifest is None:
-            raise SpectravenvError(
-                f"{path} is not a spectravenv run (no run.json); nothing to resume"
-            )
-        return run, manifest
-    if req.run_name:
-        if "/" in req.run_name or req.run_name in (".", ".."):
-            raise SpectravenvError(f"--run-name {req.run_name!r} must be a plain folder name")
-        run = rundir.RunDir((out / req.run_name).absolute())
-        manifest = run.manifest()
-        if manifest is None and run.path.exists() and any(run.path.iterdir()):
-            raise SpectravenvError(
-                f"{run.path} exists and is not a spectravenv run; choose another --run-name"
-            )
-        return run, manifest  # same name again: continue that run
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path, n = out / stamp, 1
-    while path.exists():
-        n += 1
-        path = out / f"{stamp}-{n}"
-    return rundir.RunDir(path.absolute()), None
+        path = Path(req.resume) if req.resume else rundir.latest_run(req.output_dir)
+        if not rundir.is_run(path):
+            raise SpectravenvError(f"{path} is not a spectravenv run (no run.json); nothing to resume")
+        st.run = rundir.RunDir(path.absolute())
+    elif req.run_name:
+        candidate = rundir.RunDir((req.output_dir / req.run_name).absolute())
+        if rundir.is_run(candidate.path):
+            st.run = candidate  # the same name again: continue that run
+        elif candidate.path.exists() and any(candidate.path.iterdir()):
+            raise SpectravenvError(f"{candidate.path} exists and is not a spectravenv run; choose another --run-name")
+    if st.run is not None:
+        st.existing = st.run.manifest()
 
 
-def _settle(
-    req: EvalRequest, manifest: dict[str, Any] | None, run: rundir.RunDir
-) -> dict[str, Any]:
-    """Limit, judge and seed of this run; a continued run must keep the ones it was made with."""
+def matrix(st: Eval) -> None:
+    cat, req = st.catalog, st.req
+    models, benchmarks = cat.classify(req.names)
+    models += [cat.model(m).name for m in req.models]
+    benchmarks += [cat.benchmark(b).name for b in req.data]
+    if st.existing is not None and not models and not benchmarks:
+        models, benchmarks = list(st.existing["models"]), list(st.existing["benchmarks"])
+        for name in models:
+            cat.model(name)  # a model the run had, gone from the catalog: one clear error
+        for name in benchmarks:
+            cat.benchmark(name)
+    if not models or not benchmarks:
+        missing = "model" if not models else "benchmark"
+        raise SpectravenvError(f"no {missing} given; name at least one model and one benchmark, e.g. "
+                               "`spectravenv eval demo-tiny-llava DemoMCQ`")  # fmt: skip
+    st.models, st.benchmarks = list(dict.fromkeys(models)), list(dict.fromkeys(benchmarks))
+
+
+def settle(st: Eval) -> None:
+    """Limit, judge and seed of this run; a continued run keeps the ones it was made with."""
+    req, old = st.req, st.existing
     given = {"limit": req.limit, "judge": req.judge, "seed": req.seed}
-    if manifest is None:
-        return {"limit": req.limit, "judge": req.judge or DEFAULT_JUDGE, "seed": req.seed or 0}
-    settled = {k: manifest.get(k) for k in given}
+    if old is None:
+        st.settings = {"limit": req.limit, "judge": req.judge or DEFAULT_JUDGE, "seed": req.seed or 0}
+        return
+    st.settings = {k: old.get(k) for k in given}
     for key, value in given.items():
-        if value is not None and value != settled[key]:
-            flag = f"--{key}"
+        if value is not None and value != st.settings[key]:
             raise SpectravenvError(
-                f"{run.path} was made with {flag} {settled[key]}, not {value}; predictions of "
+                f"{st.run.path} was made with --{key} {st.settings[key]}, not {value}; predictions of "
                 f"different settings never mix: start a new run (another --run-name)"
             )
-    return settled
 
 
-def _done_pairs(run: rundir.RunDir) -> set[tuple[str, str]]:
+def read_secrets(st: Eval) -> None:
+    st.secrets = secrets_mod.load(st.req.env_file, required=st.req.env_file_given)
+    for warning in st.secrets.warnings():
+        st.say(f"spectravenv: warning: {warning}")
+
+
+def gpu_pool(st: Eval) -> None:
+    req = st.req
+    if st.on_slurm:
+        # The compute nodes' GPUs are not visible from here: plan on a description of them
+        # (--assume-gpus, default a node of 8 x 80 GB) to size each job's request.
+        st.inventory = gpus.assumed(req.assume_gpus or "8x80")
+    else:
+        st.inventory = gpus.assumed(req.assume_gpus) if req.assume_gpus else gpus.query()
+    st.pool = gpus.visible(st.inventory, {} if (req.assume_gpus or st.on_slurm) else None)
+    if req.gpus:
+        st.pool = gpus.select(st.pool, req.gpus)
+
+
+# ---- the run folder ---------------------------------------------------------------------------
+
+
+def lock_run(st: Eval) -> None:
+    """One dispatcher per run: a second `eval` of a run is refused while the first works on it,
+    and so is a resume while Slurm jobs of the run are still queued or running."""
+    if st.req.dry_run or st.run is None:
+        return
+    st.lock = st.run.lock()
+    try:
+        st.lock.acquire(0, advice="wait for it to finish (`spectravenv status` shows where it stands)")
+    except LockBusy as e:
+        st.lock = None
+        raise SpectravenvError(f"another spectravenv is working on this run: {e}") from None
+    st.existing = st.run.manifest()  # as it is now that no one else changes it
+    if st.existing and st.existing.get("slurm_jobs"):
+        from .launch import slurm
+
+        live = slurm.live_jobs(list(st.existing["slurm_jobs"].values()))
+        if live:
+            ids = " ".join(sorted(live))
+            raise SpectravenvError(
+                f"{st.run.path} still has Slurm jobs queued or running ({ids}); wait for them "
+                f"(`spectravenv status {st.run.path}`) or cancel them (`scancel {ids}`), then resume"
+            )
+
+
+def create_run(st: Eval) -> None:
+    """A new run's folder, made only now that the request is known to be good: atomically
+    (mkdir fails if it exists, so two evals started in the same second get two folders)."""
+    if st.run is not None:
+        return
+    st.run, st.created = rundir.create(st.req.output_dir, st.req.run_name)
+    lock_run(st)
+    if not st.created:  # another eval made a run of this name a moment ago: plan against it
+        make_plan(st)
+
+
+def make_plan(st: Eval) -> None:
+    done = done_pairs(st) if st.existing is not None and st.run is not None else set()
+    # Measured speeds on this GPU type (from earlier runs) replace the catalog's guesses.
+    measured = stats.apply(st.catalog, stats.load(st.paths), st.pool[0].name if st.pool else None)
+    st.plan = plan.build(measured, st.models, st.benchmarks, st.pool, limit=st.settings["limit"],
+                         done=done, strict=not st.req.dry_run, skip_unsupported=st.req.skip_unsupported,
+                         spread_idle=not st.on_slurm)  # fmt: skip
+    st.states = {j.env.name: envs.status(j.env, st.paths) for j in st.plan.jobs}
+
+
+def done_pairs(st: Eval) -> set[tuple[str, str]]:
+    """Pairs finished in this run whose score files are there and whose fingerprint still holds
+    (same settings, env, model, checkpoint and data); the others run again, and we say why."""
     done = set()
-    for key, o in rundir.outcomes(run).items():
-        if o.status == "done" and all(Path(f).exists() for f in o.score_files):
-            done.add(key)
+    keys: dict[str, str] = {}
+    for (model, bench), o in events.outcomes(st.run).items():
+        if o.status != "done" or not all(st.run.resolve(f).exists() for f in o.score_files):
+            continue
+        m = st.catalog.models.get(model)
+        if m is None or bench not in st.benchmarks or model not in st.models:
+            continue
+        env = st.catalog.envs[m.env]
+        if env.name not in keys:
+            keys[env.name] = envs.env_key(env)
+        now = jobfiles.host_fingerprint(m, env, bench, keys[env.name], st.settings, st.secrets, st.paths)
+        changed = fingerprint.changes(o.fingerprint or {}, now) if o.fingerprint else ["unknown"]
+        if changed:
+            st.say(f"{model} x {bench} runs again: {', '.join(changed)} changed since it was evaluated")
+            continue
+        done.add((model, bench))
     return done
 
 
+def dry_run(st: Eval) -> int | None:
+    if not st.req.dry_run:
+        return None
+    p = st.plan
+    if st.run is not None:
+        st.out.write(f"run folder: {st.run.path} (would continue it)\n")
+    else:
+        where = st.req.output_dir / (st.req.run_name or "<timestamp>")
+        st.out.write(f"run folder: would write {where.absolute()}\n")
+    st.out.write(plan.format_plan(p, {n: s.state for n, s in st.states.items()}) + "\n")
+    if st.on_slurm:
+        from .launch import slurm
+
+        run = st.run or rundir.RunDir((st.req.output_dir / (st.req.run_name or "RUN")).absolute())
+        for j in p.todo:
+            st.out.write(f"\n# sbatch script for {j.model.name}\n")
+            st.out.write(slurm.script(j, run, st.states[j.env.name].python, run.job_file(j.id), st.req.slurm, []))
+    return 0
+
+
+def nothing_to_do(st: Eval) -> int | None:
+    if st.plan.todo:
+        return None
+    n = len(st.models) * len(st.benchmarks)
+    st.say(f"all {n} pair{'s' if n != 1 else ''} of {st.run.path} are already done")
+    st.manifest = dict(st.existing or {})
+    return finish(st, interrupted=False)
+
+
+# ---- provenance ---------------------------------------------------------------------------------
+
+
+def git_revision(package_dir: Path = PACKAGE_DIR) -> str | None:
+    """spectravenv's own commit: of the checkout it runs from (an editable install), or what pip
+    recorded for an install from git. Never the HEAD of some repository it happens to sit in."""
+    from importlib import metadata
+
+    top = package_dir.parent
+    pyproject = top / "pyproject.toml"
+    if (top / ".git").exists() and pyproject.is_file() and 'name = "spectravenv"' in pyproject.read_text():
+        from . import procs
+
+        with contextlib.suppress(SpectravenvError):
+            proc = procs.run(["git", "-C", top, "rev-parse", "HEAD"], timeout=5)
+            if proc.returncode == 0:
+                return proc.stdout.strip()
+    with contextlib.suppress(metadata.PackageNotFoundError, ValueError, TypeError):
+        import json
+
+        direct = metadata.distribution("spectravenv").read_text("direct_url.json")
+        if direct:
+            return json.loads(direct).get("vcs_info", {}).get("commit_id")
+    return None
+
+
+def env_provenance(st: Eval) -> dict[str, Any]:
+    return {
+        name: {
+            "lock": str(s.env.lock),
+            "lock_sha256": (s.marker or {}).get("lock_sha256"),
+            "key": s.key,
+            "python": (s.marker or {}).get("python"),
+            "versions": (s.marker or {}).get("versions", {}),
+            "cuda_runtime": (s.marker or {}).get("cuda_runtime"),
+        }
+        for name, s in sorted(st.states.items())
+    }
+
+
+def begin_attempt(st: Eval) -> None:
+    """run.json: everything needed to compare two runs from their manifests alone; each attempt
+    (the first run and every resume) keeps its own provenance."""
+    old = st.existing or {}
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(st.t0))
+    command = st.secrets.redact(" ".join(st.req.argv))
+    attempt = {
+        "started": now,
+        "command": command,
+        "host": socket.gethostname(),
+        "launcher": st.req.launcher,
+        "spectravenv": {"version": __version__, "git_revision": git_revision()},
+        "gpus": [{"index": g.index, "name": g.name, "memory_total_mb": g.memory_total_mb,
+                  "driver": g.driver, "used": g in st.pool} for g in st.inventory],
+        "envs": {},
+    }
+    st.manifest = {
+        **old,
+        "schema": 2,
+        "run": st.run.path.name,
+        "spectravenv": attempt["spectravenv"],
+        "command": old.get("command", command),
+        "attempts": [*old.get("attempts", []), attempt],
+        "started": old.get("started", now),
+        "finished": None,
+        "status": "running",
+        "host": attempt["host"],
+        "launcher": st.req.launcher,
+        "models": sorted(set(old.get("models", [])) | set(st.models)),
+        "benchmarks": sorted(set(old.get("benchmarks", [])) | set(st.benchmarks)),
+        "skipped_pairs": sorted({*map(tuple, old.get("skipped_pairs", [])), *st.plan.dropped}),
+        **st.settings,
+        "gpus": attempt["gpus"],
+        "secrets_passed": st.secrets.names,  # names only, never values
+    }
+    st.run.write_manifest(st.manifest)
+    st.started_work = True
+
+
+def build_envs(st: Eval) -> None:
+    """Build what is missing, before anything runs: one build per env, under its file lock."""
+    st.states = {name: envs.ensure(st.catalog.envs[name], st.paths, report=st.say) for name in st.states}
+    st.addon_dirs = {
+        j.id: [envs.ensure_addon(st.catalog.addons[a], st.states[j.env.name], st.paths, report=st.say)
+               for a in j.model.addons]
+        for j in st.plan.todo
+    }  # fmt: skip
+    provenance = env_provenance(st)
+    st.manifest["attempts"][-1]["envs"] = provenance
+    # The run's envs: the latest attempt's provenance per env (every attempt keeps its own).
+    st.manifest["envs"] = {**st.manifest.get("envs", {}), **provenance}
+    st.run.write_manifest(st.manifest)
+
+
+def spec_of(st: Eval, j: plan.Job) -> dict[str, Any]:
+    return jobfiles.job_spec(j, st.run, st.paths, env_key=st.states[j.env.name].key, settings=st.settings,
+                             secrets=st.secrets, nproc=st.req.nproc)  # fmt: skip
+
+
+def write_jobs(st: Eval) -> None:
+    st.job_files = {j.id: st.run.write_job(spec_of(st, j)) for j in st.plan.todo}
+
+
+def prepare_retry(st: Eval, j: plan.Job) -> bool:
+    """Narrow a failed job to what is not done; after a CUDA out-of-memory, give one replica one
+    more GPU when its wrapper can spread over GPUs and the pool has one, else give up on it."""
+    outs = events.outcomes(st.run)
+    latest = [outs.get((j.model.name, b.name)) for b in j.benchmarks]
+    oom = any(o is not None and o.oom and o.status == "failed" for o in latest)
+    j.benchmarks = [b for b, o in zip(j.benchmarks, latest, strict=True) if getattr(o, "status", None) != "done"]
+    if oom:
+        per_replica = j.gpus_needed // j.replicas
+        if not j.model.multi_gpu:
+            st.say(f"{j.model.name} ran out of GPU memory on {plan.gpus_word(per_replica)}; its VLMEvalKit "
+                   "wrapper loads onto one GPU, so more GPUs cannot help: not retried")  # fmt: skip
+            return False
+        if per_replica + 1 > len(st.pool):
+            st.say(f"{j.model.name} ran out of GPU memory on {plan.gpus_word(per_replica)}; no bigger "
+                   "placement exists here, so it is not retried")  # fmt: skip
+            return False
+        j.replicas, j.gpus_needed = 1, per_replica + 1
+        j.why = f"retry after CUDA out of memory: one process over {j.gpus_needed} GPUs"
+        st.say(f"{j.model.name} ran out of GPU memory: retrying on {j.gpus_needed} GPUs")
+    if j.benchmarks:
+        st.run.write_job(spec_of(st, j))
+    return bool(j.benchmarks)
+
+
 @contextlib.contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
+def stop_on_signals() -> Iterator[threading.Event]:
+    """Ctrl-C, SIGTERM and SIGHUP (a closed terminal, a killed ssh session) all stop the run
+    the same way: children are stopped, what finished is kept."""
     stop = threading.Event()
 
     def handler(signum: int, frame: object) -> None:
         stop.set()
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield stop
     finally:
@@ -134,199 +433,74 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(s, h)
 
 
-def _git_revision() -> str | None:
-    from . import procs
-
-    try:
-        proc = procs.run(["git", "-C", PACKAGE_DIR.parent, "rev-parse", "HEAD"], timeout=5)
-    except SpectravenvError:
+def launch_local(st: Eval) -> int | None:
+    if st.on_slurm:
         return None
-    return proc.stdout.strip() if proc.returncode == 0 else None
-
-
-def evaluate(req: EvalRequest, paths: Paths, catalog: Catalog, out: TextIO, err: TextIO) -> int:
-    def say(msg: str) -> None:
-        err.write(msg + "\n")
-        err.flush()
-
-    if req.limit is not None and req.limit <= 0:
-        raise SpectravenvError(f"--limit must be a positive number of samples, not {req.limit}")
-    models, benchmarks = _matrix(req, catalog)
-    run, manifest = _choose_run(req)
-    if manifest is not None and not models and not benchmarks:
-        models, benchmarks = list(manifest["models"]), list(manifest["benchmarks"])
-    if not models or not benchmarks:
-        missing = "model" if not models else "benchmark"
-        raise SpectravenvError(
-            f"no {missing} given; name at least one model and one benchmark, e.g. "
-            "`spectravenv eval demo-tiny-llava DemoMCQ`"
-        )
-    settings = _settle(req, manifest, run)
-    secrets = secrets_mod.load(req.env_file, required=req.env_file_given)
-
-    on_slurm = req.launcher == "slurm"
-    if req.assume_gpus and not (req.dry_run or on_slurm):
-        raise SpectravenvError(
-            "--assume-gpus plans for a machine that is not here: use it with --dry-run"
-        )
-    if on_slurm:
-        # The compute nodes' GPUs are not visible from here: plan on a description of them
-        # (--assume-gpus, default a node of 8 x 80 GB) to size each job's request.
-        inventory = gpus.assumed(req.assume_gpus or "8x80")
-    else:
-        inventory = gpus.assumed(req.assume_gpus) if req.assume_gpus else gpus.query()
-    pool = gpus.visible(inventory, {} if (req.assume_gpus or on_slurm) else None)
-    if req.gpus:
-        pool = gpus.select(pool, req.gpus)
-    done = _done_pairs(run) if manifest is not None else set()
-    # Measured speeds on this GPU type (from earlier runs) replace the catalog's guesses.
-    measured = stats.apply(catalog, stats.load(paths), pool[0].name if pool else None)
-    the_plan = plan.build(
-        measured,
-        models,
-        benchmarks,
-        pool,
-        limit=settings["limit"],
-        done=done,
-        strict=not req.dry_run,
-        skip_unsupported=req.skip_unsupported,
-        spread_idle=not on_slurm,
-    )
-    states = {j.env.name: envs.status(j.env, paths) for j in the_plan.jobs}
-
-    if req.dry_run:
-        out.write(f"run folder: {run.path}" + (" (continuing)" if manifest else "") + "\n")
-        out.write(plan.format_plan(the_plan, {n: s.state for n, s in states.items()}) + "\n")
-        if on_slurm:
-            from .launch import slurm
-
-            for j in the_plan.todo:
-                out.write(f"\n# sbatch script for {j.model.name}\n")
-                out.write(slurm.script(j, run, states[j.env.name].python, run.job_file(j.id),
-                                       req.slurm, []))  # fmt: skip
-        return 0
-    if not the_plan.todo:
-        say(f"all {len(models) * len(benchmarks)} pairs of {run.path} are already done")
-        return _finish(run, manifest or {}, catalog, paths, out, secrets, interrupted=False)
-
-    # Build what is missing, before anything runs: one build per env, under its file lock.
-    ready = {name: envs.ensure(catalog.envs[name], paths, report=say) for name in states}
-    addon_dirs = {
-        j.id: [envs.ensure_addon(catalog.addons[a], ready[j.env.name], paths, report=say)
-               for a in j.model.addons]
-        for j in the_plan.todo
-    }  # fmt: skip
-
-    run.path.mkdir(parents=True, exist_ok=True)
-    manifest = _manifest(
-        req, run, manifest, models, benchmarks, settings, inventory, pool, ready, secrets
-    )
-    run.write_manifest(manifest)
-
-    def spec(j: plan.Job) -> dict[str, Any]:
-        return jobfiles.job_spec(j, run, paths, limit=settings["limit"], judge=settings["judge"],
-                                 seed=settings["seed"], nproc=req.nproc)  # fmt: skip
-
-    def prepare_retry(j: plan.Job) -> bool:
-        """Narrow a failed job to what is not done; after a CUDA out-of-memory, give one replica
-        one more GPU (device_map="auto") when the pool has it, else give up on it."""
-        outs = rundir.outcomes(run)
-        latest = [outs.get((j.model.name, b.name)) for b in j.benchmarks]
-        oom = any(o is not None and o.oom and o.status == "failed" for o in latest)
-        j.benchmarks = [b for b, o in zip(j.benchmarks, latest, strict=True)
-                        if getattr(o, "status", None) != "done"]  # fmt: skip
-        if oom:
-            per_replica = j.gpus_needed // j.replicas
-            if per_replica + 1 > len(pool):
-                say(f"{j.model.name} ran out of GPU memory on {per_replica} GPU(s); no bigger "
-                    "placement exists here, so it is not retried")  # fmt: skip
-                return False
-            j.replicas, j.gpus_needed = 1, per_replica + 1
-            j.why = f"retry after CUDA out of memory: one process over {j.gpus_needed} GPUs"
-            say(f"{j.model.name} ran out of GPU memory: retrying on {j.gpus_needed} GPUs")
-        if j.benchmarks:
-            jobfiles.write_job(run, spec(j))
-        return bool(j.benchmarks)
-
-    job_files = {
-        j.id: jobfiles.write_job(
-            run, jobfiles.job_spec(j, run, paths, limit=settings["limit"], judge=settings["judge"],
-                                   seed=settings["seed"], nproc=req.nproc)
-        )
-        for j in the_plan.todo
-    }  # fmt: skip
     launch = Launch(
-        run=run,
-        job_files=job_files,
-        pythons={n: s.python for n, s in ready.items()},
-        addons=addon_dirs,
-        secrets=secrets,
-        child_env=lambda g, a, t: jobfiles.child_env(os.environ, paths, secrets, g, a, t),
-        timeout=req.timeout,
-        retries=req.retries,
-        prepare_retry=prepare_retry,
-        requery=(lambda: gpus.query()) if inventory else None,
+        run=st.run,
+        job_files=st.job_files,
+        pythons={n: s.python for n, s in st.states.items()},
+        addons=st.addon_dirs,
+        secrets=st.secrets,
+        child_env=lambda g, a, t: jobfiles.child_env(os.environ, st.paths, st.secrets, g, a, t),
+        timeout=st.req.timeout,
+        retries=st.req.retries,
+        prepare_retry=lambda j: prepare_retry(st, j),
+        requery=(lambda: gpus.query()) if st.inventory else None,
     )
-    say(f"run folder: {run.path}")
-    if on_slurm:
-        return _run_slurm(req, the_plan, run, manifest, catalog, paths, ready, addon_dirs, job_files,
-                          secrets, out, err, prepare_retry)  # fmt: skip
-    with _stop_on_signals() as stop:
-        run_plan(the_plan, launch, Display(err), stop)
+    st.say(f"run folder: {st.run.path}")
+    with stop_on_signals() as stop:
+        run_plan(st.plan, launch, Display(st.err), stop)
         interrupted = stop.is_set()
     if interrupted:
-        say("interrupted: running jobs were stopped; finished pairs are kept. "
-            f"Continue with: spectravenv eval --resume {run.path}")  # fmt: skip
-    return _finish(run, manifest, catalog, paths, out, secrets, interrupted=interrupted)
+        st.say("interrupted: running jobs were stopped; finished pairs are kept. "
+               f"Continue with: spectravenv eval --resume {st.run.path}")  # fmt: skip
+    return finish(st, interrupted=interrupted)
 
 
-def _run_slurm(req: EvalRequest, the_plan: plan.Plan, run: rundir.RunDir, manifest: dict[str, Any],
-               catalog: Catalog, paths: Paths, ready: dict[str, envs.EnvState],
-               addon_dirs: dict[str, list[Path]], job_files: dict[str, Path],
-               secrets: secrets_mod.Secrets, out: TextIO, err: TextIO,
-               prepare_retry: Callable[[plan.Job], bool]) -> int:  # fmt: skip
+def launch_slurm(st: Eval) -> int:
     """Submit every job to Slurm, then (unless --no-wait) follow them to the end."""
     from .launch import slurm
-    from .launch.local import narrate
 
-    display = Display(err)
-    scripts = {j.id: slurm.script(j, run, ready[j.env.name].python, job_files[j.id], req.slurm,
-                                  addon_dirs.get(j.id, []))
-               for j in the_plan.todo}  # fmt: skip
+    req, run = st.req, st.run
+    st.say(f"run folder: {run.path}")
+    display = Display(st.err)
+
+    def script(j: plan.Job) -> str:
+        return slurm.script(j, run, st.states[j.env.name].python, st.job_files[j.id], req.slurm,
+                            st.addon_dirs.get(j.id, []))  # fmt: skip
+
     # Secrets and shared paths travel in the job's environment (sbatch --export=ALL), never in
     # the script; CUDA_VISIBLE_DEVICES is Slurm's to set.
-    env = jobfiles.child_env(os.environ, paths, secrets, None, [], None)
+    env = jobfiles.child_env(os.environ, st.paths, st.secrets, None, [], None)
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    subs = slurm.submit(the_plan, run, scripts, env, display)
-    manifest = {**manifest, "launcher": "slurm",
-                "slurm_jobs": {**manifest.get("slurm_jobs", {}), **{s.job.id: s.slurm_id for s in subs}}}  # fmt: skip
-    run.write_manifest(manifest)
+    subs = slurm.submit(st.plan, run, {j.id: script(j) for j in st.plan.todo}, env, display)
+    st.manifest["slurm_jobs"] = {**st.manifest.get("slurm_jobs", {}), **{s.job.id: s.slurm_id for s in subs}}
+    run.write_manifest(st.manifest)
     ids = " ".join(s.slurm_id for s in subs)
     if not req.slurm.wait:
-        out.write(f"submitted Slurm jobs {ids}; follow with `spectravenv status {run.path}`, "
-                  f"tables with `spectravenv report {run.path}` when they end\n")  # fmt: skip
+        st.out.write(f"submitted Slurm jobs {ids}; follow with `spectravenv status {run.path}`, "
+                     f"tables with `spectravenv report {run.path}` when they end\n")  # fmt: skip
         return 0
 
     def on_event(s: slurm.Submitted, ev: dict[str, Any]) -> None:
-        if ev.get("rank", 0) in (0, None):
-            narrate(ev, s.job, run, secrets.redact, display)
+        if events.is_rank0(ev):
+            narrate(ev, s.job, run, display)
 
-    retried = {j.id: 0 for j in the_plan.todo}
+    retried = {j.id: 0 for j in st.plan.todo}
 
     def resubmit(s: slurm.Submitted) -> slurm.Submitted | None:
         j = s.job
-        if retried[j.id] >= req.retries or not prepare_retry(j):
+        if retried[j.id] >= req.retries or not prepare_retry(st, j):
             return None
         retried[j.id] += 1
         display.event(f"retry   {j.model.name} ({retried[j.id]}/{req.retries})")
-        text = slurm.script(j, run, ready[j.env.name].python, job_files[j.id], req.slurm,
-                            addon_dirs.get(j.id, []))  # fmt: skip
-        again = slurm.submit_one(j, run, text, env, display)
-        manifest["slurm_jobs"][j.id] = again.slurm_id
-        run.write_manifest(manifest)
+        again = slurm.submit_one(j, run, script(j), env, display)
+        st.manifest["slurm_jobs"][j.id] = again.slurm_id
+        run.write_manifest(st.manifest)
         return again
 
-    with _stop_on_signals() as stop:
+    with stop_on_signals() as stop:
         slurm.follow(subs, run, display, stop, on_event, resubmit)
         interrupted = stop.is_set()
     cancel = req.slurm.cancel_on_interrupt
@@ -335,92 +509,59 @@ def _run_slurm(req: EvalRequest, the_plan: plan.Plan, run: rundir.RunDir, manife
     if interrupted and not cancel:
         display.event(f"stopped waiting; the Slurm jobs keep running ({ids}). Cancel them with "
                       f"`scancel {ids}`; see where they stand with `spectravenv status {run.path}`")  # fmt: skip
-        return 130
+        return INTERRUPTED
     if interrupted:
-        subs = [s for s in subs if not s.done]
-        slurm.cancel(subs)
-        slurm.wait_gone(subs)
-        display.event(
-            f"cancelled Slurm jobs {ids}; continue with: spectravenv eval --resume {run.path}"
-        )
-    return _finish(run, manifest, catalog, paths, out, secrets, interrupted=interrupted)
+        live = [s for s in subs if not s.done]
+        slurm.cancel(live)
+        slurm.wait_gone(live)
+        display.event(f"cancelled Slurm jobs {ids}; continue with: spectravenv eval --resume {run.path}")
+    return finish(st, interrupted=interrupted)
 
 
-def _manifest(
-    req: EvalRequest,
-    run: rundir.RunDir,
-    old: dict[str, Any] | None,
-    models: list[str],
-    benchmarks: list[str],
-    settings: dict[str, Any],
-    inventory: list[gpus.GPU],
-    pool: list[gpus.GPU],
-    ready: dict[str, envs.EnvState],
-    secrets: secrets_mod.Secrets,
-) -> dict[str, Any]:
-    """run.json: everything needed to compare two runs from their manifests alone."""
-    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    attempts = list((old or {}).get("attempts", []))
-    attempts.append({"started": now, "command": secrets.redact(" ".join(req.argv))})
-    return {
-        "schema": 1,
-        "run": run.path.name,
-        "spectravenv": {"version": __version__, "git_revision": _git_revision()},
-        "command": secrets.redact(" ".join(req.argv)),
-        "attempts": attempts,
-        "started": (old or {}).get("started", now),
-        "finished": None,
-        "status": "running",
-        "host": socket.gethostname(),
-        "models": sorted(set((old or {}).get("models", [])) | set(models)),
-        "benchmarks": sorted(set((old or {}).get("benchmarks", [])) | set(benchmarks)),
-        **settings,
-        "gpus": [
-            {
-                "index": g.index,
-                "name": g.name,
-                "memory_total_mb": g.memory_total_mb,
-                "driver": g.driver,
-                "used": g in pool,
-            }
-            for g in inventory
-        ],
-        "envs": {
-            name: {
-                "lock": str(st.env.lock),
-                "lock_sha256": (st.marker or {}).get("lock_sha256"),
-                "key": st.key,
-                "python": (st.marker or {}).get("python"),
-                "versions": (st.marker or {}).get("versions", {}),
-                "cuda_runtime": (st.marker or {}).get("cuda_runtime"),
-            }
-            for name, st in ready.items()
-        },
-        "secrets_passed": secrets.names,  # names only, never values
-    }
-
-
-def _finish(
-    run: rundir.RunDir,
-    manifest: dict[str, Any],
-    catalog: Catalog,
-    paths: Paths,
-    out: TextIO,
-    secrets: secrets_mod.Secrets,
-    *,
-    interrupted: bool,
-) -> int:
+def finish(st: Eval, *, interrupted: bool) -> int:
     from . import report
 
+    outs = events.outcomes(st.run)
     # A pair left "running" was cut short: it counts as not done, like a failed one.
-    failed = [o for o in rundir.outcomes(run).values() if o.status in ("failed", "running")]
-    manifest = dict(manifest)
-    manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    manifest["status"] = "interrupted" if interrupted else ("failed" if failed else "finished")
-    run.write_manifest(manifest)
-    stats.record(paths, run)
-    out.write(report.write_all(run, catalog, secrets) + "\n")
-    out.write(f"\nresults: {run.path / 'results'}\nreport:  {run.path / report.REPORT}\n")
+    failed = [o for o in outs.values() if o.status in ("failed", "running")]
+    st.manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    st.manifest["status"] = "interrupted" if interrupted else ("failed" if failed else "finished")
+    st.run.write_manifest(st.manifest)
+    stats.record(st.paths, st.run, warn=lambda m: st.say(f"spectravenv: warning: {m}"))
+    st.out.write(report.write_all(st.run, st.catalog) + "\n")
+    st.out.write(f"\nresults: {st.run.path / 'results'}\nreport:  {st.run.path / report.REPORT}\n")
     if interrupted:
-        return 130
+        return INTERRUPTED
     return 1 if failed else 0
+
+
+STEPS: tuple[Step, ...] = (
+    check_request, choose_run, matrix, settle, read_secrets, gpu_pool, lock_run, make_plan,
+    dry_run, create_run, nothing_to_do, begin_attempt, build_envs, write_jobs, launch_local,
+    launch_slurm,
+)  # fmt: skip
+
+
+def evaluate(req: EvalRequest, paths: Paths, catalog: Catalog, out: TextIO, err: TextIO) -> int:
+    st = Eval(req, paths, catalog, out, err)
+    try:
+        for step in STEPS:
+            code = step(st)
+            if code is not None:
+                return code
+        return 0  # pragma: no cover - the last step always returns
+    except BaseException:
+        if st.started_work and st.manifest.get("status") == "running":
+            # The request was good but the work broke off (an env build failed, a signal):
+            # say so in the manifest; nothing finished is touched.
+            st.manifest["status"] = "failed"
+            st.manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            with contextlib.suppress(OSError):
+                st.run.write_manifest(st.manifest)
+        raise
+    finally:
+        if st.lock is not None:
+            st.lock.release()
+        if st.created and not st.started_work and st.run is not None:
+            # Refused before any work: leave no empty run folder behind.
+            shutil.rmtree(st.run.path, ignore_errors=True)

@@ -11,7 +11,8 @@ from pathlib import Path
 from . import procs
 from .catalog import Env
 from .errors import SpectravenvError
-from .paths import Paths
+from .paths import PACKAGE_DIR, Paths
+from .pythons import find_python
 from .uvtool import uv_cmd, uv_env
 
 # "name==version \" followed by "--hash=sha256:..." continuation lines, as uv and pip-tools write.
@@ -62,8 +63,27 @@ def compile_command(env: Env, output: Path, python: Path | None = None) -> list[
     return cmd
 
 
+def check_writable(env: Env) -> None:
+    """A lock inside the installed spectravenv package is not ours to rewrite: every later
+    `sync` would silently build something else than the package shipped."""
+    installed = PACKAGE_DIR / "_shipped"
+    if installed.is_dir() and env.lock.resolve().is_relative_to(installed.resolve()):
+        raise SpectravenvError(
+            f"env {env.name!r} is defined by the installed spectravenv package; its lock "
+            f"{env.lock} is not rewritten. Re-lock in a source checkout installed with "
+            "`pip install -e .`, or define your own env in a spectravenv.toml (its lock is "
+            "written next to that file)"
+        )
+
+
 def compile_lock(env: Env, paths: Paths, *, upgrade: bool = False) -> Path:
-    """(Re)write `env.lock` from `env.source`; atomically, so a failed compile keeps the old lock."""
+    """(Re)write `env.lock` from `env.source`; atomically, so a failed compile keeps the old lock.
+
+    The lock is written where the catalog entry that defines the env put it: the checkout's
+    locks/ for a shipped env (editable install), the folder of the user's spectravenv.toml
+    for a user's env.
+    """
+    check_writable(env)
     for need in (env.source, env.overrides):
         if need is not None and not need.is_file():
             raise SpectravenvError(f"env {env.name!r}: {need} does not exist")
@@ -71,8 +91,6 @@ def compile_lock(env: Env, paths: Paths, *, upgrade: bool = False) -> Path:
     if env.lock.exists() and not upgrade:
         # Start from the current pins so an unchanged .in gives an unchanged lock.
         tmp.write_bytes(env.lock.read_bytes())
-    from .envs import find_python  # envs imports this module; resolve at call time
-
     cmd = compile_command(env, tmp, find_python(env.python, paths))
     cmd += ["--upgrade"] if upgrade else []
     proc = procs.run(cmd, env=uv_env(paths), cwd=env.lock.parent)

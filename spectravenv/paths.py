@@ -81,3 +81,8 @@ class Paths:
     @property
     def stats(self) -> Path:
         return self.home / "stats.json"
+
+    @property
+    def logs(self) -> Path:
+        """Whole outputs of failed tool calls (uv, import checks), the newest few kept."""
+        return self.home / "logs"

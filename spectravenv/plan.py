@@ -103,33 +103,43 @@ def unsupported(
     return out
 
 
+def gpus_word(n: int) -> str:
+    return f"{n} GPU" + ("" if n == 1 else "s")
+
+
 def gpu_need(model: Model, pool: list[GPU]) -> tuple[int, str]:
-    """How many GPUs one replica of `model` needs on this pool, and why; 0 means CPU."""
+    """How many GPUs one replica of `model` needs on this pool, and why; 0 means CPU.
+
+    Several GPUs for one replica only when the model's wrapper can spread over them
+    (`multi_gpu`: it loads with device_map="auto"); a wrapper that loads onto one device needs
+    one GPU with all of its memory free, however many GPUs the machine has.
+    """
     if not pool:
         if model.cpu:
             return 0, "no GPU visible; this model runs on the CPU"
         raise SpectravenvError(
             f"{model.name} needs a GPU with >= {model.gpu_memory_gb:g} GB free"
-            + (f" ({model.gpus} GPUs)" if model.gpus > 1 else "")
+            + (f" ({gpus_word(model.gpus)})" if model.gpus > 1 else "")
             + "; no GPU is visible here (nvidia-smi found none, or CUDA_VISIBLE_DEVICES hides "
             "them). Run on a GPU node"
         )
     frees = sorted((g.free_gb for g in pool), reverse=True)
-    for k in range(max(model.gpus, 1), len(pool) + 1):
+    most = len(pool) if model.multi_gpu else 1
+    for k in range(max(model.gpus, 1), most + 1):
         per_gpu = model.gpu_memory_gb / k
         if frees[k - 1] >= per_gpu:
             if k == 1:
                 return 1, f"fits on one GPU ({model.gpu_memory_gb:g} GB)"
-            return k, (
-                f"{model.gpu_memory_gb:g} GB split over {k} GPUs in one process "
-                f'(device_map="auto"), {per_gpu:.0f} GB each'
-            )
+            return k, (f'{model.gpu_memory_gb:g} GB split over {k} GPUs in one process '
+                       f'(device_map="auto"), {per_gpu:.0f} GB each')  # fmt: skip
     best = frees[0]
+    where = "over at least " + gpus_word(model.gpus) if model.gpus > 1 else "on one GPU"
+    split = (" (its VLMEvalKit wrapper loads onto one GPU: it cannot be split over several)"
+             if not model.multi_gpu and len(pool) > 1 else "")  # fmt: skip
     raise SpectravenvError(
-        f"{model.name} needs {model.gpu_memory_gb:g} GB of GPU memory"
-        + (f" over at least {model.gpus} GPUs" if model.gpus > 1 else " on one GPU")
-        + f"; the {len(pool)} usable GPU(s) here have at most {best:.0f} GB free each"
-        + ". Free GPUs, pick others with --gpus, or use a node with more memory"
+        f"{model.name} needs {model.gpu_memory_gb:g} GB of GPU memory {where}{split}; the "
+        f"{len(pool)} usable GPU(s) here have at most {best:.0f} GB free each. Free GPUs, pick "
+        "others with --gpus, or use a node with more memory"
     )
 
 
@@ -181,13 +191,13 @@ def build(
             )
         )
     if spread_idle:  # on Slurm the pool is a description, not GPUs that would idle
-        spread(jobs, pool)
+        spread(jobs, pool, limit)
     # Longest first, so the big model does not start last and run alone.
     jobs.sort(key=lambda j: -j.est_seconds)
     return Plan(jobs, pool, limit, dropped)
 
 
-def spread(jobs: list[Job], pool: list[GPU], max_replicas: int = 8) -> None:
+def spread(jobs: list[Job], pool: list[GPU], limit: int | None, max_replicas: int = 8) -> None:
     """Give GPUs that would otherwise idle to the longest jobs, as data-parallel replicas.
 
     Only when the pool has more GPUs than all jobs need at once: then no job waits for another,
@@ -203,7 +213,8 @@ def spread(jobs: list[Job], pool: list[GPU], max_replicas: int = 8) -> None:
     candidates = [j for j in todo if j.gpus_needed == 1 and not j.blocked and j.work_seconds > 0]
     while spare > 0 and candidates:
         job = max(candidates, key=lambda j: j.est_seconds)
-        samples = sum(b.samples for b in job.benchmarks)
+        # Never more replicas than samples to share out (--limit counts).
+        samples = max(samples_for(b, limit) for b in job.benchmarks)
         if job.replicas >= min(max_replicas, samples):
             candidates.remove(job)
             continue
@@ -228,7 +239,7 @@ def format_plan(plan: Plan, ready_envs: dict[str, str]) -> str:
 
     rows = []
     for job in plan.jobs:
-        where = "CPU" if job.gpus_needed == 0 else f"{job.gpus_needed} GPU"
+        where = "CPU" if job.gpus_needed == 0 else gpus_word(job.gpus_needed)
         rows.append((
             job.model.name, job.env.name, ready_envs.get(job.env.name, "?"), where,
             _names([b.name for b in job.benchmarks]),

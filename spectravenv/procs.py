@@ -1,8 +1,9 @@
 """The one place that starts and stops processes.
 
 Short tool calls (uv, nvidia-smi, squeue) go through `run`; long supervised children (runners)
-through `spawn` and `stop_tree`, which escalates interrupt -> terminate -> kill over the whole
-process tree so nothing is left holding a GPU.
+through `spawn` and `stop_trees`. Each supervised child leads a process group of its own, and a
+stop signals the whole group (which reaches re-parented grandchildren too) plus any descendant
+that left it, escalating interrupt -> terminate -> kill until none is left holding a GPU.
 """
 
 from __future__ import annotations
@@ -12,13 +13,22 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 import psutil
 
 from .errors import SpectravenvError
+
+KEEP_LOGS = 30
+
+
+class StreamMasker(Protocol):
+    def feed(self, text: str) -> str: ...
+
+    def flush(self) -> str: ...
 
 
 def run(
@@ -53,19 +63,45 @@ def run(
     return proc
 
 
+def keep_log(folder: Path, name: str, cmd: Sequence[object], proc: subprocess.CompletedProcess[str]) -> Path:
+    """Keep a failed tool's whole output (the one-line error names this file); the newest
+    KEEP_LOGS are kept."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{name}.log"
+    path.write_text(
+        f"$ {' '.join(str(c) for c in cmd)}\n# exit code {proc.returncode}\n"
+        f"\n--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+    )
+    for old in sorted(folder.glob("*.log"))[:-KEEP_LOGS]:
+        with contextlib.suppress(OSError):
+            old.unlink()
+    return path
+
+
+class _Plain:
+    """A stand-in masker that masks nothing."""
+
+    def feed(self, text: str) -> str:
+        return text
+
+    def flush(self) -> str:
+        return ""
+
+
 def spawn(
     cmd: Sequence[str | os.PathLike[str]],
     *,
     log: Path,
     env: Mapping[str, str],
     cwd: Path | None = None,
-    redact: Callable[[str], str] = lambda s: s,
+    masker: StreamMasker | None = None,
 ) -> tuple[psutil.Popen, threading.Thread]:
-    """Start a supervised child in its own session; its output goes, redacted, to `log`.
+    """Start a supervised child leading a new session; its output goes, masked, to `log`.
 
     Its own session means a Ctrl-C at the terminal reaches only us; we then stop the children in
     order, rather than racing them. The output passes through us (not straight into the file) so
-    that a secret the child prints never reaches the disk.
+    that a secret the child prints never reaches the disk; the masker holds back a possible
+    start of a secret until the next chunk shows whether it is one.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     proc = psutil.Popen(
@@ -77,44 +113,85 @@ def spawn(
         cwd=cwd,
         start_new_session=True,
     )
-    pump = threading.Thread(target=_pump, args=(proc.stdout, log, redact), daemon=True)
+    pump = threading.Thread(target=_pump, args=(proc.stdout, log, masker or _Plain()), daemon=True)
     pump.start()
     return proc, pump
 
 
-def _pump(stream: IO[bytes], log: Path, redact: Callable[[str], str]) -> None:
+def _pump(stream: IO[bytes], log: Path, masker: StreamMasker) -> None:
+    """Copy the child's output to its log. Reads whatever is there (not lines), so a progress
+    bar written without newlines still arrives; a multi-byte character cut by a read waits."""
+    pending = b""
     with log.open("ab") as out, stream:
-        for raw in iter(stream.readline, b""):
-            out.write(redact(raw.decode("utf-8", "replace")).encode())
+        fd = stream.fileno()
+        while chunk := os.read(fd, 65536):
+            data = pending + chunk
+            try:
+                text, pending = data.decode("utf-8"), b""
+            except UnicodeDecodeError as e:
+                cut = len(data) - e.start <= 3
+                text = data[: e.start].decode("utf-8") if cut else data.decode("utf-8", "replace")
+                pending = data[e.start :] if cut else b""
+            out.write(masker.feed(text).encode())
             out.flush()
+        out.write((masker.feed(pending.decode("utf-8", "replace")) + masker.flush()).encode())
+
+
+def _running(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A group of zombies only (children we have not reaped yet) holds nothing.
+    for p in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.Error):
+            if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+    return False
 
 
 def stop_trees(procs: Sequence[psutil.Process], grace: float = 10.0) -> None:
-    """Stop processes and all their descendants: SIGINT, then SIGTERM, then SIGKILL.
+    """Stop supervised children and everything they started: SIGINT, then SIGTERM, then SIGKILL.
 
-    All trees are signalled together, so stopping eight jobs takes one grace period, not eight.
+    Each round signals every child's process group (the child is its leader: spawn starts a new
+    session), so grandchildren re-parented to init are reached too, and also descendants that
+    started a session of their own. All trees are signalled together, so stopping eight jobs
+    takes one grace period, not eight.
     """
-    family: list[psutil.Process] = []
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            family += [p, *p.children(recursive=True)]
-    for sig, wait in (
-        (signal.SIGINT, grace / 2),
-        (signal.SIGTERM, grace / 2),
-        (signal.SIGKILL, 5.0),
-    ):
-        # Grandchildren born since the last round join before each escalation.
-        for p in list(family):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                family += [c for c in p.children(recursive=True) if c not in family]
-        alive = []
-        for p in family:
-            with contextlib.suppress(psutil.NoSuchProcess):
+    groups = {p.pid for p in procs}
+    family: dict[int, psutil.Process] = {}
+
+    def gather() -> None:
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                for c in p.children(recursive=True):
+                    family.setdefault(c.pid, c)
+
+    for sig, wait in ((signal.SIGINT, grace / 2), (signal.SIGTERM, grace / 2), (signal.SIGKILL, 5.0)):
+        gather()
+        for pgid in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, sig)
+        for p in list(family.values()):
+            with contextlib.suppress(psutil.Error):
                 p.send_signal(sig)
-                alive.append(p)
-        _, family = psutil.wait_procs(alive, timeout=wait)
-        if not family:
-            break
-    for p in procs:  # reap direct children so none lingers as a zombie
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            for p in procs:  # reap leaders, or their zombies keep the group "alive"
+                with contextlib.suppress(psutil.Error, ChildProcessError):
+                    p.wait(timeout=0)
+            if not any(map(_running, family.values())) and not any(map(_group_alive, groups)):
+                return
+            time.sleep(0.1)
+    for p in procs:
         with contextlib.suppress(psutil.TimeoutExpired, psutil.NoSuchProcess, ChildProcessError):
             p.wait(timeout=1)

@@ -15,11 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import results, rundir
+from svrunner.files import write_atomic
+
+from . import events, results, rundir
 from .catalog import Catalog
-from .console import duration, table
+from .console import duration, plural, table
 from .results import Row
-from .secrets import Secrets
 
 PAIR_COLUMNS = [
     "model", "env", "benchmark", "status", "metric", "value", "samples", "limit",
@@ -49,7 +50,7 @@ def _long_records(rows: Sequence[Row]) -> list[dict[str, Any]]:
 
 
 def _write_csv(df: Any, path: Path) -> None:
-    rundir.write_atomic(path, df.to_csv(index=False, lineterminator="\n"))
+    write_atomic(path, df.to_csv(index=False, lineterminator="\n"))
 
 
 def _write_xlsx(sheets: dict[str, Any], path: Path) -> None:
@@ -62,7 +63,7 @@ def _write_xlsx(sheets: dict[str, Any], path: Path) -> None:
         props = xw.book.properties
         props.creator = "spectravenv"
         props.created = props.modified = datetime.datetime(*FIXED_TIME)
-    rundir.write_atomic(path, _stable_zip(buf.getvalue()))
+    write_atomic(path, _stable_zip(buf.getvalue()))
 
 
 def _stable_zip(data: bytes) -> bytes:
@@ -132,11 +133,14 @@ def _md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+STATUSES = ("done", "failed", "interrupted", "running", "pending", "skipped")
+
+
 def render_markdown(
     rows: list[Row],
     manifests: list[tuple[str, dict[str, Any]]],
     catalog: Catalog,
-    spans: list[rundir.JobSpan],
+    spans: list[events.JobSpan],
 ) -> str:
     done = [r for r in rows if r.status == "done"]
     failed = [r for r in rows if r.status in ("failed", "interrupted")]
@@ -145,35 +149,23 @@ def render_markdown(
     wall = sum(_wall_seconds(m) for _, m in manifests)
     out = ["# Evaluation report", ""]
     runs = ", ".join(name for name, _ in manifests)
+    counts = {status: sum(r.status == status for r in rows) for status in STATUSES}
+    shown = [s for s in STATUSES if counts[s] or s in ("done", "failed")]
     out += [
         f"Run{'s' if len(manifests) > 1 else ''}: {runs}",
         "",
         "## Summary",
         "",
         _md_table(
-            (
-                "pairs",
-                "done",
-                "failed",
-                "interrupted",
-                "success rate",
-                "wall time",
-                "job time",
-                "GPU time",
-            ),
-            [
-                (
-                    len(rows),
-                    len(done),
-                    sum(r.status == "failed" for r in rows),
-                    sum(r.status == "interrupted" for r in rows),
-                    f"{100 * len(done) / len(rows):.1f}%" if rows else "-",
-                    duration(wall) if wall else "-",
-                    duration(job_seconds),
-                    duration(gpu_seconds) if gpu_seconds else "- (CPU only)",
-                )
-            ],
+            ("pairs", *shown, "success rate", "wall time", "job time", "GPU time"),
+            [(len(rows), *(counts[s] for s in shown),
+              f"{100 * len(done) / len(rows):.1f}%" if rows else "-",
+              duration(wall) if wall else "-", duration(job_seconds),
+              duration(gpu_seconds) if gpu_seconds else "- (CPU only)")],
         ),
+        "",
+        "Wall time runs from the command's start (env builds included) to its end; job time adds "
+        "up each job's runner from its start to its last event; GPU time is job time x GPUs.",
         "",
     ]
     limits = {m.get("limit") for _, m in manifests}
@@ -235,18 +227,37 @@ def render_markdown(
                              v.get("transformers"), v.get("vlmeval"), e.get("cuda_runtime") or "-"))  # fmt: skip
         out += [_md_table(("env", "lock sha256", "python", "torch", "transformers", "vlmeval", "CUDA runtime"),
                           env_rows), ""]  # fmt: skip
+        attempts = m.get("attempts", [])
+        if len(attempts) > 1:
+            out += [f"{plural(len(attempts), 'attempt')} (each keeps its own provenance):", ""]
+            out += [_md_table(("#", "started", "host", "spectravenv", "envs (key)", "command"), [
+                (i, a.get("started"), a.get("host", "?"),
+                 str((a.get("spectravenv") or {}).get("git_revision") or "-")[:12],
+                 ", ".join(f"{n} ({e.get('key')})" for n, e in sorted(a.get("envs", {}).items())) or "-",
+                 f"`{a.get('command', '')}`")
+                for i, a in enumerate(attempts, 1)
+            ]), ""]  # fmt: skip
     return "\n".join(out)
 
 
 def _wall_seconds(m: dict[str, Any]) -> float:
-    dt = datetime
-    try:
-        fmt = "%Y-%m-%dT%H:%M:%S%z"
-        return (
-            dt.datetime.strptime(m["finished"], fmt) - dt.datetime.strptime(m["started"], fmt)
-        ).total_seconds()
-    except (KeyError, TypeError, ValueError):
-        return 0.0
+    """Each attempt from its start to the next attempt's start (or the run's end), summed."""
+    fmt = "%Y-%m-%dT%H:%M:%S%z"
+
+    def when(text: Any) -> datetime.datetime | None:
+        try:
+            return datetime.datetime.strptime(text, fmt)
+        except (TypeError, ValueError):
+            return None
+
+    starts = [when(a.get("started")) for a in m.get("attempts", [])] or [when(m.get("started"))]
+    end = when(m.get("finished"))
+    total = 0.0
+    for i, start in enumerate(starts):
+        stop = starts[i + 1] if i + 1 < len(starts) else end
+        if start is not None and stop is not None:
+            total += max(0.0, (stop - start).total_seconds())
+    return total
 
 
 # ---- entry points ------------------------------------------------------------------------------
@@ -260,34 +271,25 @@ def console_summary(rows: list[Row]) -> str:
     )  # fmt: skip
 
 
-def write_all(run: rundir.RunDir, catalog: Catalog, secrets: Secrets | None = None) -> str:
-    """Tables and report of one run, into that run's folder; returns the console summary."""
-    rows = _redacted(results.rows_for_run(run, catalog), secrets)
+def write_all(run: rundir.RunDir, catalog: Catalog) -> str:
+    """Tables and report of one run, into that run's folder; returns the console summary.
+
+    Nothing here needs the secrets: the runner masked every event before writing it."""
+    rows = results.rows_for_run(run, catalog)
     write_tables(rows, run.path)
     manifest = run.manifest() or {}
-    rundir.write_atomic(
-        run.path / REPORT,
-        render_markdown(rows, [(run.path.name, manifest)], catalog, rundir.job_spans(run)) + "\n",
-    )
+    write_atomic(run.path / REPORT,
+                 render_markdown(rows, [(run.path.name, manifest)], catalog, events.spans(run)) + "\n")  # fmt: skip
     return console_summary(rows)
 
 
-def write_merged(runs: list[rundir.RunDir], catalog: Catalog, out_dir: Path,
-                 secrets: Secrets | None = None) -> str:  # fmt: skip
+def write_merged(runs: list[rundir.RunDir], catalog: Catalog, out_dir: Path) -> str:
     """Several runs merged into one matrix (newest finished result per pair), into `out_dir`."""
     manifests = [(r.path.name, r.manifest() or {}) for r in runs]
     order = [m.get("finished") or m.get("started") or "" for _, m in manifests]
     rank = {s: i for i, s in enumerate(sorted(order))}
     rows = results.merge([results.rows_for_run(r, catalog) for r in runs], [rank[s] for s in order])
-    rows = _redacted(rows, secrets)
     write_tables(rows, out_dir)
-    spans = [s for r in runs for s in rundir.job_spans(r)]
-    rundir.write_atomic(out_dir / REPORT, render_markdown(rows, manifests, catalog, spans) + "\n")
+    spans = [s for r in runs for s in events.spans(r)]
+    write_atomic(out_dir / REPORT, render_markdown(rows, manifests, catalog, spans) + "\n")
     return console_summary(rows)
-
-
-def _redacted(rows: list[Row], secrets: Secrets | None) -> list[Row]:
-    if secrets is not None and secrets.values:
-        for r in rows:
-            r.error = secrets.redact(r.error)
-    return rows

@@ -1,22 +1,20 @@
 """Score files -> one tidy table. Scores are read from VLMEvalKit's files, never from logs.
 
-Every score file is flattened into named sub-scores (`dev/Overall`, `Final Score Norm`, ...),
-kept whole in the long table. The headline metric of a benchmark is the sub-score its catalog
+Every score file is read into named sub-scores (`dev/Overall`, `Final Score Norm`, ...; see
+`scores.py`), kept whole in the long table. The headline metric of a benchmark is the sub-score its catalog
 entry names, scaled to 0-100; a benchmark whose file has no such sub-score gets none, marked so,
 rather than a guessed number.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from . import events, scores
 from .catalog import Benchmark, Catalog
-from .rundir import PairOutcome, RunDir
+from .events import PairOutcome
+from .rundir import RunDir
 
 
 @dataclass
@@ -40,76 +38,19 @@ class Row:
     note: str = ""
 
 
-def _number(text: Any) -> float | None:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(value) or math.isinf(value) else value
-
-
-def flatten_csv(path: Path) -> dict[str, float]:
-    """A VLMEvalKit score table: one row per split (or per category), one column per metric.
-
-    The first column labels rows when it is not numeric (`split`, `Category`, ...). A single-row
-    table gives bare metric names; several rows give `row/metric`.
-    """
-    with path.open(newline="") as f:
-        rows = [r for r in csv.reader(f) if r]
-    if len(rows) < 2:
-        return {}
-    header, body = rows[0], rows[1:]
-    first_is_label = any(_number(r[0]) is None for r in body) and header[0] not in ("",)
-    label_col = 0 if first_is_label or header[0] == "" else None
-    out: dict[str, float] = {}
-    for r in body:
-        prefix = "" if len(body) == 1 or label_col is None else f"{r[label_col]}/"
-        for i, (name, cell) in enumerate(zip(header, r, strict=False)):
-            if i == label_col:
-                continue
-            value = _number(cell)
-            if value is not None:
-                out[f"{prefix}{name}"] = value
-    return out
-
-
-def flatten_json(path: Path) -> dict[str, float]:
-    data = json.loads(path.read_text())
-    out: dict[str, float] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}{k}/" if isinstance(v, dict) else f"{prefix}{k}", v)
-        else:
-            value = _number(node)
-            if value is not None:
-                out[prefix.rstrip("/")] = value
-
-    walk("", data)
-    return out
-
-
-def read_scores(files: list[str]) -> dict[str, float]:
-    scores: dict[str, float] = {}
-    for name in files:
-        p = Path(name)
-        if not p.exists():
-            continue
-        if p.suffix == ".csv":
-            scores.update(flatten_csv(p))
-        elif p.suffix == ".json":
-            scores.update(flatten_json(p))
-    return scores
-
-
 def headline(
-    bench: Benchmark | None, scores: dict[str, float], samples: int | None = None
+    bench: Benchmark | None,
+    scores: dict[str, float],
+    samples: int | None = None,
+    ambiguous: set[str] | frozenset[str] = frozenset(),
 ) -> tuple[str, float | None, str]:
     """(metric name, value on 0-100, note). The key must be found, never guessed."""
     if bench is None or not bench.headline:
         return "", None, "no headline metric"
     key = bench.headline
+    clash = [k for k in ambiguous if k == key or k.endswith("/" + key)]
+    if clash:
+        return bench.metric or key, None, f"no headline metric: {clash[0]} differs between score files"
     hits = [k for k in scores if k == key] or [k for k in scores if k.endswith("/" + key)]
     if len(hits) != 1:
         why = "not in the score file" if not hits else f"ambiguous ({', '.join(hits)})"
@@ -122,41 +63,59 @@ def headline(
     return bench.metric or key, round(raw * bench.scale, 6), ""
 
 
-def rows_for_run(run: RunDir, catalog: Catalog) -> list[Row]:
-    from .rundir import outcomes
+def run_is_live(run: RunDir, manifest: dict[str, Any]) -> bool:
+    """Is someone still working on this run? Its dispatcher holds the run lock while it does; a
+    Slurm run may go on without one (--no-wait), as long as its manifest says running."""
+    if manifest.get("status") != "running":
+        return False
+    if manifest.get("launcher") == "slurm":
+        return True
+    from svrunner.locking import holder_alive, read_holder
 
+    holder = read_holder(str(run.lock().path))
+    return holder is not None and holder_alive(holder) is not False
+
+
+def rows_for_run(run: RunDir, catalog: Catalog) -> list[Row]:
     manifest = run.manifest() or {}
     limit = manifest.get("limit")
-    outs = outcomes(run)  # a pair still "running" once the run ended reads as interrupted (_row)
-    # Pairs the run asked for but never started (it was interrupted first, or their job could
-    # not start) are listed as skipped: a table that silently drops them would overstate a run.
-    if manifest.get("status") in ("finished", "failed", "interrupted"):
-        for model in manifest.get("models", []):
-            for bench in manifest.get("benchmarks", []):
-                outs.setdefault((model, bench), PairOutcome(model, bench, status="skipped"))
-    rows = []
-    for (model, bench), o in sorted(outs.items()):
-        rows.append(_row(run, catalog, o, model, bench, limit))
-    return rows
+    live = run_is_live(run, manifest)
+    outs = events.outcomes(run)
+    # Pairs the run asked for but never started are pending while it runs and skipped once it
+    # has ended: a table that silently dropped them would overstate a run.
+    for model in manifest.get("models", []):
+        for bench in manifest.get("benchmarks", []):
+            if (model, bench) not in outs and (model, bench) not in _dropped(manifest):
+                outs[(model, bench)] = PairOutcome(model, bench, status="pending" if live else "skipped")
+    for key in _dropped(manifest):
+        if key not in outs or outs[key].status == "pending":
+            outs[key] = PairOutcome(*key, status="skipped", error="unsupported by the env's VLMEvalKit")
+    return [_row(run, catalog, o, limit, live) for _, o in sorted(outs.items())]
 
 
-def _row(run: RunDir, catalog: Catalog, o: PairOutcome, model: str, bench: str,
-         limit: int | None) -> Row:  # fmt: skip
-    b = catalog.benchmarks.get(bench)
-    m = catalog.models.get(model)
-    scores = read_scores(o.score_files) if o.status == "done" else {}
-    metric, value, note = (
-        headline(b, scores, o.samples)
-        if o.status == "done"
-        else ((b.metric or "") if b else "", None, "")
-    )
-    if o.status == "done" and not scores:
-        note = "score files missing or empty"
+def _dropped(manifest: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(m, b) for m, b in manifest.get("skipped_pairs", [])}
+
+
+def _row(run: RunDir, catalog: Catalog, o: PairOutcome, limit: int | None, live: bool) -> Row:
+    b = catalog.benchmarks.get(o.benchmark)
+    m = catalog.models.get(o.model)
+    table = scores.read([run.resolve(f) for f in o.score_files]) if o.status == "done" else scores.ScoreTable()
+    metric, value, note = (b.metric or "") if b else "", None, ""
+    if o.status == "done":
+        metric, value, note = headline(b, table.scores, o.samples, table.ambiguous)
+        if table.problems:
+            note = "; ".join(table.problems) + (f"; {note}" if note else "")
+        elif not table.scores:
+            note = "score files missing or empty"
+    status = o.status
+    if status == "running" and not live:
+        status = "interrupted"  # the run ended (or its dispatcher died) while this pair ran
     return Row(
-        model=model,
+        model=o.model,
         env=m.env if m else "",
-        benchmark=bench,
-        status=o.status if o.status != "running" else "interrupted",
+        benchmark=o.benchmark,
+        status=status,
         metric=metric,
         value=value,
         samples=o.samples,
@@ -164,12 +123,9 @@ def _row(run: RunDir, catalog: Catalog, o: PairOutcome, model: str, bench: str,
         seconds=o.seconds,
         error=o.error,
         run=run.path.name,
-        log=str(run.log_file(model).relative_to(run.path)),
-        subscores=scores,
-        score_files=[
-            str(Path(f).relative_to(run.path)) if Path(f).is_relative_to(run.path) else f
-            for f in o.score_files
-        ],
+        log=run.relative(run.log_file(o.model)),
+        subscores=table.scores,
+        score_files=list(o.score_files),
         note=note,
     )
 

@@ -1,7 +1,10 @@
-"""A run's folder on disk: its layout, its manifest, and the outcome of each (model, benchmark).
+"""A run's folder on disk: its layout, and the one reader and writer of each of its own files
+(the manifest, job files, the summary log, the run lock).
 
-Everything a later command needs (`--resume`, `report`, `status`) is read back from here: the
-job files the dispatcher wrote and the event files the runners appended.
+Everything a later command needs (`--resume`, `report`, `status`) is read back from here and from
+the runners' events (`events.py`). Nothing inside refers to the folder's own absolute location:
+paths are stored relative to it, so a run folder copied, moved or rsynced elsewhere reads as
+itself.
 """
 
 from __future__ import annotations
@@ -9,25 +12,21 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from svrunner.files import write_atomic
+from svrunner.locking import FileLock
+
 from .errors import SpectravenvError
-from .events import read_all
 
 MANIFEST = "run.json"
+INTERNAL = ".spectravenv"
 
 
-def write_atomic(path: Path, text: str | bytes) -> None:
-    """Temp file + rename in the same folder: readers see the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if isinstance(text, bytes):
-        tmp.write_bytes(text)
-    else:
-        tmp.write_text(text)
-    tmp.replace(path)
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 @dataclass(frozen=True)
@@ -40,13 +39,17 @@ class RunDir:
 
     @property
     def internal(self) -> Path:
-        return self.path / ".spectravenv"
+        return self.path / INTERNAL
+
+    @property
+    def events_dir(self) -> Path:
+        return self.internal / "events"
 
     def job_file(self, job_id: str) -> Path:
         return self.internal / "jobs" / f"{job_id}.json"
 
     def events_file(self, job_id: str) -> Path:
-        return self.internal / "events" / f"{job_id}.jsonl"
+        return self.events_dir / f"{job_id}.jsonl"
 
     def log_file(self, model: str) -> Path:
         return self.path / "logs" / f"{model}.log"
@@ -55,148 +58,98 @@ class RunDir:
     def summary_log(self) -> Path:
         return self.path / "logs" / "evaluation_summary.log"
 
+    def resolve(self, stored: str) -> Path:
+        """A path from an event or job file: relative to this folder (absolute: as written)."""
+        p = Path(stored)
+        return p if p.is_absolute() else self.path / p
+
+    def relative(self, path: Path) -> str:
+        return os.path.relpath(path, self.path)
+
     def manifest(self) -> dict[str, Any] | None:
         try:
             return json.loads(self.manifest_file.read_text())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:
-            raise SpectravenvError(
-                f"{self.manifest_file} is unreadable ({e}); not a spectravenv run?"
-            ) from None
+            raise SpectravenvError(f"{self.manifest_file} is unreadable ({e}); not a spectravenv run?") from None
 
     def write_manifest(self, data: dict[str, Any]) -> None:
-        write_atomic(self.manifest_file, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        write_json(self.manifest_file, data)
+
+    def job_spec(self, job_id: str) -> dict[str, Any]:
+        """A job file as the dispatcher wrote it; {} if missing or unreadable."""
+        try:
+            return json.loads(self.job_file(job_id).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def write_job(self, spec: dict[str, Any]) -> Path:
+        path = self.job_file(spec["job_id"])
+        write_json(path, spec)
+        return path
+
+    def job_ids(self) -> list[str]:
+        return sorted(p.stem for p in self.events_dir.glob("*.jsonl")) if self.events_dir.is_dir() else []
 
     def log_summary(self, line: str) -> None:
         self.summary_log.parent.mkdir(parents=True, exist_ok=True)
         with self.summary_log.open("a") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
-
-@dataclass
-class PairOutcome:
-    """What happened to one (model, benchmark), as the events tell it (latest attempt wins)."""
-
-    model: str
-    benchmark: str
-    status: str = "pending"  # pending | running | done | failed | interrupted
-    score_files: list[str] = field(default_factory=list)
-    prediction_file: str | None = None
-    samples: int | None = None
-    total: int | None = None
-    seconds: float | None = None
-    error: str = ""
-    traceback: str = ""
-    oom: bool = False
-    started: float | None = None
-    finished: float | None = None
-    attempts: int = 0
+    def lock(self) -> FileLock:
+        """Held by the dispatcher that works on this run, for as long as it does."""
+        return FileLock(self.internal / "dispatcher.lock", f"run {self.path}")
 
 
-def outcomes(
-    run: RunDir, job_models: dict[str, str] | None = None
-) -> dict[tuple[str, str], PairOutcome]:
-    """Fold every job's events into one outcome per pair.
+def is_run(path: Path) -> bool:
+    return (path / MANIFEST).is_file()
 
-    A pair whose latest attempt started but never ended (the runner was killed) is "interrupted".
-    `job_models` maps job ids to model names when they differ (data-parallel shards).
+
+def create(output_dir: Path, name: str | None) -> tuple[RunDir, bool]:
+    """The folder of a new run, made atomically (mkdir fails if it exists: two evals started in
+    the same second get two folders), or an existing run of `name` to continue.
+
+    Returns (run, created).
     """
-    out: dict[tuple[str, str], PairOutcome] = {}
-    events_dir = run.internal / "events"
-    if not events_dir.is_dir():
-        return out
-    for f in sorted(events_dir.glob("*.jsonl")):
-        job_id = f.stem
-        spec = job_spec(run, job_id)
-        model = (job_models or {}).get(job_id) or spec.get("model", {}).get("name", job_id)
-        for ev in read_all(f):
-            if ev.get("rank", 0) not in (0, None):
-                continue
-            kind, bench = ev["event"], ev.get("benchmark")
-            if kind == "job_started":
-                # The job file names what this attempt was asked to do; its pairs exist from now.
-                for b in spec.get("benchmarks", []):
-                    out.setdefault((model, b["name"]), PairOutcome(model, b["name"]))
-                # A new attempt: anything left "running" by the previous one was cut short.
-                for o in out.values():
-                    if o.model == model and o.status == "running":
-                        o.status = "interrupted"
-                continue
-            if kind == "job_failed":
-                for b in spec.get("benchmarks", []):
-                    out.setdefault((model, b["name"]), PairOutcome(model, b["name"]))
-                for o in out.values():
-                    if o.model == model and o.status in ("running", "pending"):
-                        o.status, o.error = "failed", ev.get("error", "")
-                        o.traceback, o.oom = ev.get("traceback", ""), bool(ev.get("oom"))
-                continue
-            if bench is None:
-                continue
-            o = out.setdefault((model, bench), PairOutcome(model, bench))
-            if kind == "benchmark_started":
-                o.status, o.started, o.attempts = "running", ev["time"], o.attempts + 1
-                o.total, o.error, o.traceback = ev.get("total"), "", ""
-            elif kind == "benchmark_done":
-                o.status, o.finished = "done", ev["time"]
-                o.score_files = list(ev.get("score_files", []))
-                o.prediction_file = ev.get("prediction_file")
-                o.samples, o.seconds = ev.get("samples"), ev.get("seconds")
-            elif kind == "benchmark_failed":
-                o.status, o.finished = "failed", ev["time"]
-                o.error, o.traceback = ev.get("error", ""), ev.get("traceback", "")
-                o.oom, o.seconds = bool(ev.get("oom")), ev.get("seconds")
-    return out
-
-
-def job_spec(run: RunDir, job_id: str) -> dict[str, Any]:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise SpectravenvError(f"--output-dir {output_dir} is a file; give a folder (default ./outputs)")
     try:
-        return json.loads(run.job_file(job_id).read_text())
-    except (OSError, ValueError):
-        return {}
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SpectravenvError(f"cannot create --output-dir {output_dir}: {e.strerror}") from None
+    if name is not None:
+        run = RunDir((output_dir / name).absolute())
+        try:
+            run.path.mkdir()
+            return run, True
+        except FileExistsError:
+            if is_run(run.path) or not any(run.path.iterdir()):
+                return run, False
+            raise SpectravenvError(f"{run.path} exists and is not a spectravenv run; choose another --run-name") from None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1, 1000):
+        path = output_dir / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            path.mkdir()
+            return RunDir(path.absolute()), True
+        except FileExistsError:
+            continue
+    raise SpectravenvError(f"cannot find a free run folder name in {output_dir}")  # pragma: no cover
 
 
 def latest_run(output_dir: Path) -> Path:
     runs = [p.parent for p in output_dir.glob(f"*/{MANIFEST}")]
     if not runs:
-        raise SpectravenvError(
-            f"no run to resume in {output_dir}; give the run folder: --resume DIR"
-        )
+        raise SpectravenvError(f"no run to resume in {output_dir}; give the run folder: --resume DIR")
     return max(runs, key=lambda p: p.joinpath(MANIFEST).stat().st_mtime)
 
 
-@dataclass(frozen=True)
-class JobSpan:
-    job_id: str
-    started: float
-    ended: float
-    gpus: int  # GPUs the runner was given (0: CPU)
-
-    @property
-    def seconds(self) -> float:
-        return max(0.0, self.ended - self.started)
-
-
-def job_spans(run: RunDir) -> list[JobSpan]:
-    """Each runner attempt's wall time and GPU count, from its events (for job and GPU time)."""
-    spans: list[JobSpan] = []
-    events_dir = run.internal / "events"
-    for f in sorted(events_dir.glob("*.jsonl")) if events_dir.is_dir() else []:
-        start: dict[str, Any] | None = None
-        last = 0.0
-        for ev in read_all(f):
-            if ev.get("rank", 0) not in (0, None):
-                continue
-            if ev["event"] == "job_started":
-                if start is not None:
-                    spans.append(_span(f.stem, start, last))
-                start = ev
-            last = ev["time"]
-        if start is not None:
-            spans.append(_span(f.stem, start, last))
-    return spans
-
-
-def _span(job_id: str, start: dict[str, Any], last: float) -> JobSpan:
-    cvd = start.get("cuda_visible_devices") or ""
-    return JobSpan(job_id, start["time"], last, len([x for x in cvd.split(",") if x.strip()]))
+def open_run(path: Path) -> RunDir:
+    """An existing run folder for `status`, `report` and `--resume`; one clear error otherwise."""
+    run = RunDir(path.absolute())
+    if not run.path.is_dir():
+        raise SpectravenvError(f"{path} does not exist; give a run folder (outputs/<run>)")
+    if run.manifest() is None:
+        raise SpectravenvError(f"{path} is not a spectravenv run folder (no {MANIFEST})")
+    return run

@@ -1,15 +1,18 @@
-"""Secrets from a `.env` file: handed to child processes only, scrubbed from everything we write."""
+"""Secrets from a `.env` file: handed to child processes only, masked wherever they could appear.
+
+The file is parsed by python-dotenv, exactly as VLMEvalKit itself reads `.env` files (quotes,
+`export`, trailing comments, multi-line values). Masking is `svrunner.redact`, the same code the
+runner applies to every event it writes and the Slurm log filter applies to the runner's output.
+"""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import SpectravenvError
+from svrunner import redact
 
-_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
-MASK = "***"
+from .errors import SpectravenvError
 
 
 @dataclass(frozen=True)
@@ -17,29 +20,29 @@ class Secrets:
     values: dict[str, str] = field(default_factory=dict)
     source: Path | None = None
 
-    def redact(self, text: str) -> str:
-        # Longest first, so a secret that contains another is masked whole.
-        for value in sorted(self.values.values(), key=len, reverse=True):
-            if len(value) >= 4:  # masking "1" or "" would shred ordinary text
-                text = text.replace(value, MASK)
-        return text
-
     @property
     def names(self) -> list[str]:
         return sorted(self.values)
 
+    @property
+    def redactor(self) -> redact.Redactor:
+        return redact.Redactor(self.values.values())
 
-def _unquote(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        return value[1:-1]
-    return value.split(" #", 1)[0].rstrip()  # an unquoted value may carry a trailing comment
+    def redact(self, text: str) -> str:
+        return self.redactor.text(text)
+
+    def warnings(self) -> list[str]:
+        """Credentials too short to be masked safely: said, by name only."""
+        return [
+            f"{self.source}: {name} is shorter than {redact.MIN_LENGTH} characters, too short to "
+            "be masked in logs; it is passed to the jobs, but a job that prints it shows it"
+            for name in redact.short_secret_names(self.values)
+        ]
 
 
 def load(path: Path | None, *, required: bool) -> Secrets:
-    """Read KEY=VALUE lines. A missing default file is fine; a named one must be readable."""
-    if path is None:
-        return Secrets()
-    if not path.exists() and not required:
+    """Read a .env file. A missing default file is fine; a named one must be readable."""
+    if path is None or (not path.exists() and not required):
         return Secrets()
     try:
         text = path.read_text()
@@ -48,13 +51,10 @@ def load(path: Path | None, *, required: bool) -> Secrets:
     except (OSError, UnicodeDecodeError) as e:
         reason = getattr(e, "strerror", None) or str(e)
         raise SpectravenvError(f"cannot read --env-file {path}: {reason}") from None
-    values: dict[str, str] = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        m = _LINE.match(line)
-        if not m:
-            # Never echo the line: it may hold a secret.
-            raise SpectravenvError(f"{path}:{lineno}: expected KEY=VALUE (line not shown)")
-        values[m.group(1)] = _unquote(m.group(2))
-    return Secrets(values, path)
+    import io
+
+    from dotenv import dotenv_values
+
+    # A line without "=" comes back as None: nothing to pass on (python-dotenv ignores it too).
+    parsed = dotenv_values(stream=io.StringIO(text))  # the defaults VLMEvalKit uses
+    return Secrets({k: v for k, v in parsed.items() if v is not None}, path)

@@ -4,23 +4,27 @@ place of the catalog's first guesses."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
+from collections.abc import Callable
 from typing import Any
 
+from svrunner.files import write_atomic
+from svrunner.locking import FileLock, LockBusy
+
+from . import events
 from .catalog import Catalog
-from .envs import lock_for
-from .events import read_all
 from .paths import Paths
-from .rundir import RunDir, job_spec, write_atomic
+from .rundir import RunDir
+
+LOCK_TIMEOUT = 30.0  # recording takes milliseconds; a longer wait means something is stuck
 
 
 def _key(model: str, gpu: str | None) -> str:
     return f"{model}|{gpu or 'cpu'}"
 
 
-def load(paths: Paths) -> dict[str, dict[str, float]]:
+def load(paths: Paths) -> dict[str, Any]:
     try:
         return json.loads(paths.stats.read_text())
     except (OSError, ValueError):
@@ -28,54 +32,43 @@ def load(paths: Paths) -> dict[str, dict[str, float]]:
 
 
 def measurements(run: RunDir) -> dict[str, dict[str, float]]:
-    """One run's (model, GPU type) -> load seconds and inference seconds per sample (per replica)."""
+    """One run's totals per (model, GPU type): loads and their seconds, samples and seconds."""
     out: dict[str, dict[str, float]] = {}
-    events_dir = run.internal / "events"
-    for f in sorted(events_dir.glob("*.jsonl")) if events_dir.is_dir() else []:
-        key, world = None, 1
-        for ev in read_all(f):
-            if ev.get("rank", 0) not in (0, None):
-                continue
-            kind = ev["event"]
-            if kind == "job_started":
-                names = ev.get("gpu_names") or []
-                key = _key(
-                    job_spec(run, f.stem).get("model", {}).get("name", f.stem),
-                    names[0] if names else None,
-                )
-                world = int(ev.get("world_size") or 1)
-            elif key and kind == "model_loaded":
-                m = out.setdefault(key, {})
-                m["load_seconds"] = m.get("load_seconds", 0.0) + float(ev.get("seconds", 0.0))
-                m["loads"] = m.get("loads", 0) + 1
-            elif key and kind == "benchmark_done" and ev.get("samples"):
-                m = out.setdefault(key, {})
-                # Wall seconds x replicas: what one replica would take per sample.
-                m["seconds"] = m.get("seconds", 0.0) + float(ev.get("seconds", 0.0)) * world
-                m["samples"] = m.get("samples", 0) + int(ev["samples"])
+    for model, gpu, kind, value, count in events.measurements(run):
+        m = out.setdefault(_key(model, gpu), {})
+        total, n = ("load_seconds", "loads") if kind == "load" else ("seconds", "samples")
+        m[total] = m.get(total, 0.0) + value
+        m[n] = m.get(n, 0) + count
     return out
 
 
-def record(paths: Paths, run: RunDir) -> None:
+def record(paths: Paths, run: RunDir, warn: Callable[[str], None]) -> None:
     """Add a run's measurements to the totals in $SPECTRAVENV_HOME (under a lock: runs overlap).
 
     Only what this run measured since it was last recorded counts, so recording twice (a
-    resumed run) never counts an attempt twice.
+    resumed run) never counts an attempt twice. The run's results never depend on this: when
+    the lock cannot be had, the measurements are skipped with a warning.
     """
     new = measurements(run)
     if not new:
         return
-    with contextlib.suppress(OSError), lock_for(paths, "stats"):
-        data = load(paths)
-        seen = data.setdefault("_runs", {})
-        previous = seen.get(str(run.path), {})
-        for key, m in new.items():
-            old = previous.get(key, {})
-            total = data.setdefault(key, {})
-            for field, value in m.items():
-                total[field] = total.get(field, 0) + value - old.get(field, 0)
-        seen[str(run.path)] = new
-        write_atomic(paths.stats, json.dumps(data, indent=1, sort_keys=True) + "\n")
+    lock = FileLock(paths.build_locks / "stats.lock", f"recording speeds in {paths.stats}")
+    try:
+        with lock.hold(LOCK_TIMEOUT):
+            data = load(paths)
+            seen = data.setdefault("_runs", {})
+            previous = seen.get(str(run.path), {})
+            for key, m in new.items():
+                old = previous.get(key, {})
+                total = data.setdefault(key, {})
+                for field, value in m.items():
+                    total[field] = total.get(field, 0) + value - old.get(field, 0)
+            seen[str(run.path)] = new
+            write_atomic(paths.stats, json.dumps(data, indent=1, sort_keys=True) + "\n")
+    except LockBusy as e:
+        warn(f"speeds of this run not recorded for later plans: {e}")
+    except OSError as e:
+        warn(f"speeds of this run not recorded for later plans: {e}")
 
 
 def apply(catalog: Catalog, stats: dict[str, Any], gpu: str | None) -> Catalog:

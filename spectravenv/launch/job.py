@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from svrunner import fingerprint, redact
+
+from ..catalog import Env, Model
 from ..gpus import GPU
 from ..paths import RUNNERS_DIR, Paths
 from ..plan import Job
-from ..rundir import RunDir, write_atomic
+from ..rundir import RunDir
 from ..secrets import Secrets
 
 RUNNER = RUNNERS_DIR / "vlmeval_runner.py"
+JOB_SCHEMA = 2  # svrunner.main.JOB_SCHEMA
 
 # Variables that would make VLMEvalKit think it is one rank of a torchrun job, or point it at
 # another checkout, unless we set them on purpose.
@@ -24,38 +27,56 @@ _STRIP = {
 }  # fmt: skip
 
 
-def job_spec(job: Job, run: RunDir, paths: Paths, *, limit: int | None, judge: str,
-             seed: int, nproc: int) -> dict[str, Any]:  # fmt: skip
-    model = job.model
+def model_spec(model: Model) -> dict[str, Any]:
+    return {"name": model.name, "vlmeval_name": model.vlmeval_name, "class": model.cls,
+            "builtin": model.builtin, "kwargs": model.kwargs}  # fmt: skip
+
+
+def static_fingerprint(model: Model, env: Env, env_key: str, settings: dict[str, Any],
+                       secrets: Secrets) -> dict[str, Any]:  # fmt: skip
+    """The parts of a pair's fingerprint known before the runner starts (see svrunner.fingerprint)."""
     return {
-        "schema": 1,
+        "settings": {k: settings[k] for k in ("limit", "seed", "judge")},
+        "env": {"name": env.name, "key": env_key},
+        "model": redact.seal(model_spec(model), secrets.values),
+    }
+
+
+def host_fingerprint(model: Model, env: Env, bench: str, env_key: str, settings: dict[str, Any],
+                     secrets: Secrets, paths: Paths) -> dict[str, Any]:  # fmt: skip
+    """Everything the dispatcher can know of a pair's fingerprint, to decide whether a finished
+    pair is still valid: the static parts, the checkpoint and the dataset file as they are now."""
+    tsv = paths.data_root / f"{bench}.tsv"
+    checkpoint = model.kwargs.get("model_path") or model.checkpoint
+    return {
+        **static_fingerprint(model, env, env_key, settings, secrets),
+        "checkpoint": fingerprint.checkpoint_identity(checkpoint, str(paths.hf_home)),
+        "dataset": fingerprint.dataset_sha256(str(tsv), str(paths.data_root / ".spectravenv" / "sha256"))
+        if tsv.exists() else None,
+    }  # fmt: skip
+
+
+def job_spec(job: Job, run: RunDir, paths: Paths, *, env_key: str, settings: dict[str, Any],
+             secrets: Secrets, nproc: int) -> dict[str, Any]:  # fmt: skip
+    """The job file. Secret values are sealed into references: the file never holds one."""
+    return {
+        "schema": JOB_SCHEMA,
         "job_id": job.id,
-        "model": {
-            "name": model.name,
-            "vlmeval_name": model.vlmeval_name,
-            "class": model.cls,
-            "builtin": model.builtin,
-            "kwargs": model.kwargs,
-        },
+        "model": redact.seal(model_spec(job.model), secrets.values),
         "benchmarks": [
             {"name": b.name, "builtin": b.builtin, "tsv": str(b.tsv) if b.tsv else None}
             for b in job.benchmarks
         ],
         "work_dir": str(run.path),
-        "limit": limit,
-        "seed": seed,
-        "judge": judge,
+        "limit": settings["limit"],
+        "seed": settings["seed"],
+        "judge": settings["judge"],
         "nproc": nproc,
         "events": str(run.events_file(job.id)),
         "data_root": str(paths.data_root),
         "assets_dir": str(paths.assets),
+        "fingerprint": static_fingerprint(job.model, job.env, env_key, settings, secrets),
     }
-
-
-def write_job(run: RunDir, spec: dict[str, Any]) -> Path:
-    path = run.job_file(spec["job_id"])
-    write_atomic(path, json.dumps(spec, indent=2, sort_keys=True) + "\n")
-    return path
 
 
 def runner_command(python: Path, job_file: Path, replicas: int = 1) -> list[str]:
@@ -97,6 +118,6 @@ def child_env(
     if threads and "OMP_NUM_THREADS" not in environ:
         env["OMP_NUM_THREADS"] = str(threads)
     env.update(secrets.values)
-    # Names only: the runner masks these variables' values in anything it writes.
-    env["SPECTRAVENV_SECRET_NAMES"] = ",".join(secrets.names)
+    # Names only: the runner masks these variables' values in everything it writes.
+    env[redact.SECRET_NAMES_VAR] = ",".join(secrets.names)
     return env

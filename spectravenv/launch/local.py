@@ -8,19 +8,17 @@ process tree it started.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import psutil
 
-from .. import procs
-from ..events import EventReader
+from .. import events, procs
 from ..gpus import GPU
 from ..plan import Job, Plan
 from ..rundir import RunDir
@@ -28,7 +26,8 @@ from ..schedule import choose_starts
 from ..secrets import Secrets
 from .job import runner_command
 
-POLL = 0.25
+POLL = 0.25  # reading event files is cheap
+REQUERY = 10.0  # nvidia-smi at most this often while jobs wait (and after each job ends)
 
 
 @dataclass
@@ -37,7 +36,7 @@ class Active:
     proc: psutil.Popen
     pump: threading.Thread
     gpus: list[GPU]
-    reader: EventReader
+    follower: events.Follower
     started: float
     stage: str = "starting"
     benchmark: str | None = None
@@ -126,6 +125,8 @@ def run_plan(
     cpus = os.cpu_count() or 1
     cpu_slots = max(1, cpus // 2)
     gpu_threads = max(1, cpus // max(len(plan.gpus), 1))
+    readings: dict[str, GPU] = {}
+    last_query = -REQUERY
 
     def start(job: Job, gpus: list[GPU]) -> None:
         threads = max(1, gpu_threads // job.replicas) if gpus else max(1, cpus // cpu_slots)
@@ -133,27 +134,22 @@ def run_plan(
         log = launch.run.log_file(job.model.name)
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("a") as f:
-            f.write(
-                f"\n===== spectravenv: job {job.id} starting at {time.strftime('%F %T')} =====\n"
-            )
-        reader = EventReader(launch.run.events_file(job.id))
-        reader.read()  # skip what earlier attempts wrote, before this one can write
+            f.write(f"\n===== spectravenv: job {job.id} starting at {time.strftime('%F %T')} =====\n")
+        follower = events.Follower(launch.run, job.id)  # before the runner can write
         cmd = runner_command(launch.pythons[job.env.name], launch.job_files[job.id], job.replicas)
-        proc, pump = procs.spawn(cmd, log=log, env=env, redact=launch.secrets.redact)
-        active.append(Active(job, proc, pump, gpus, reader, time.monotonic()))
+        proc, pump = procs.spawn(cmd, log=log, env=env, masker=launch.secrets.redactor.stream())
+        active.append(Active(job, proc, pump, gpus, follower, time.monotonic()))
         where = "CPU" if not gpus else "GPU " + ",".join(str(g.index) for g in gpus)
-        display.event(f"started {job.model.name} ({job.env.name}) on {where}: "
-                      f"{', '.join(b.name for b in job.benchmarks)}")  # fmt: skip
-        launch.run.log_summary(
-            f"job {job.id} started on {where} pid {proc.pid}: {', '.join(b.name for b in job.benchmarks)}"
-        )
+        names = ", ".join(b.name for b in job.benchmarks)
+        display.event(f"started {job.model.name} ({job.env.name}) on {where}: {names}")
+        launch.run.log_summary(f"job {job.id} started on {where} pid {proc.pid}: {names}")
 
     def follow(a: Active) -> None:
-        for ev in a.reader.read():
-            if ev.get("rank", 0) not in (0, None):
+        for ev in a.follower.new():
+            if not events.is_rank0(ev):
                 continue
             kind, bench = ev["event"], ev.get("benchmark")
-            narrate(ev, a.job, launch.run, launch.secrets.redact, display)
+            narrate(ev, a.job, launch.run, display)
             if kind == "model_loaded":
                 a.stage = f"model loaded in {ev.get('seconds', 0):.0f}s"
             elif kind == "benchmark_started":
@@ -166,23 +162,25 @@ def run_plan(
                 a.terminal = True
 
     def finish(a: Active, status: str, note: str = "") -> None:
+        nonlocal last_query
         a.pump.join(timeout=5)
         follow(a)
         rc = a.proc.returncode if a.proc.returncode is not None else a.proc.poll()
-        seconds = time.monotonic() - a.started
         if status == "exited":
             status = "done" if rc == 0 else "failed"
             if not a.terminal:
                 # The runner died without saying why (killed, segfault, out of host memory):
                 # record that in its events so every reader folds the same story.
-                note = f"the runner exited with code {rc} without reporting; see {launch.run.log_file(a.job.model.name)}"
+                note = (f"the runner exited with code {rc} without reporting; see "
+                        f"{launch.run.relative(launch.run.log_file(a.job.model.name))}")  # fmt: skip
         if note:
-            _append_failure(launch.run.events_file(a.job.id), a.job.id, note)
+            events.record_dispatcher_failure(launch.run, a.job.id, note)
             display.event(f"FAILED  {a.job.model.name}: {note}")
-        launch.run.log_summary(f"job {a.job.id} ended: {status} (exit {rc}) after {seconds:.1f}s")
+        launch.run.log_summary(f"job {a.job.id} ended: {status} (exit {rc}){_span_text(launch.run, a.job.id)}")
         free.extend(g for g in a.gpus if g not in free)
         free.sort(key=lambda g: g.index)
         active.remove(a)
+        last_query = -REQUERY  # GPUs came back: read their memory afresh before the next start
         job = a.job
         if (status in ("failed", "timeout") and not stop.is_set() and retried[job.id] < launch.retries
                 and launch.prepare_retry is not None and launch.prepare_retry(job)):  # fmt: skip
@@ -197,24 +195,25 @@ def run_plan(
             break
         # Start what fits, longest first; smaller jobs may pass a big one that must wait.
         if pending:
-            readings = {}
-            if launch.requery is not None and any(j.gpus_needed for j in pending) and free:
+            wants_gpu = free and any(j.gpus_needed for j in pending)
+            if launch.requery is not None and wants_gpu and time.monotonic() - last_query >= REQUERY:
                 readings = {g.uuid: g for g in launch.requery()}
+                last_query = time.monotonic()
             cpu_free = cpu_slots - sum(1 for a in active if not a.gpus)
             for job, got in choose_starts(pending, free, readings, cpu_free):
                 for g in got:
                     free.remove(g)
                 pending.remove(job)
                 start(job, got)
-            if pending and not active:
-                # Nothing runs and nothing fits: GPUs filled up since planning. Waiting would
-                # wait forever; say so.
-                for job in pending:
-                    msg = (f"no GPU with {job.per_gpu_gb:.0f} GB free for {job.model.name} "
-                           "(other processes use them); free GPUs or choose others with --gpus")  # fmt: skip
-                    _append_failure(launch.run.events_file(job.id), job.id, msg)
-                    display.event(f"FAILED  {job.model.name}: {msg}")
-                pending.clear()
+        if pending and not active:
+            # Nothing runs and nothing fits: GPUs filled up since planning. Waiting would wait
+            # forever; say so.
+            for job in pending:
+                msg = (f"no GPU with {job.per_gpu_gb:.0f} GB free for {job.model.name} (other "
+                       "processes use them); free GPUs or choose others with --gpus")  # fmt: skip
+                events.record_dispatcher_failure(launch.run, job.id, msg)
+                display.event(f"FAILED  {job.model.name}: {msg}")
+            pending.clear()
         for a in list(active):
             follow(a)
             if a.proc.poll() is not None:
@@ -232,28 +231,31 @@ def run_plan(
             finish(a, "interrupted")
 
 
-def narrate(
-    ev: dict, job: Job, run: RunDir, redact: Callable[[str], str], display: Display
-) -> None:
-    """What a runner event means for the console and the summary log (both launchers)."""
+def _span_text(run: RunDir, job_id: str) -> str:
+    """The job's duration as the report shows it (from its own events), for the summary log."""
+    from ..console import duration
+
+    spans = [s for s in events.spans(run) if s.job_id == job_id]
+    return f" after {duration(spans[-1].seconds)}" if spans else ""
+
+
+def narrate(ev: dict[str, Any], job: Job, run: RunDir, display: Display) -> None:
+    """What a runner event means for the console and the summary log (both launchers). Events
+    are masked by the runner that wrote them."""
+    from ..console import duration
+
     kind, bench, name = ev["event"], ev.get("benchmark"), job.model.name
     if kind == "benchmark_done":
-        display.event(f"done    {name} x {bench} ({ev.get('seconds', 0):.0f}s)")
-        run.log_summary(f"pair {name} x {bench} done in {ev.get('seconds', 0):.1f}s")
+        took = duration(ev.get("seconds") or 0)
+        display.event(f"done    {name} x {bench} ({took})")
+        run.log_summary(f"pair {name} x {bench} done in {took}")
     elif kind == "benchmark_failed":
-        err = redact(ev.get("error", ""))
-        display.event(f"FAILED  {name} x {bench}: {err}")
-        run.log_summary(f"pair {name} x {bench} failed at {ev.get('stage')}: {err}")
+        display.event(f"FAILED  {name} x {bench}: {ev.get('error', '')}")
+        run.log_summary(f"pair {name} x {bench} failed at {ev.get('stage')}: {ev.get('error', '')}")
+    elif kind == "pair_reset":
+        what = ", ".join(ev.get("changed", []))
+        display.event(f"reset   {name} x {bench}: {what} changed since the last attempt; starting afresh")
+        run.log_summary(f"pair {name} x {bench} reset: {what} changed; old files in {ev.get('moved_to')}")
     elif kind == "job_failed" and ev.get("source") != "dispatcher":
-        err = redact(ev.get("error", ""))
-        display.event(f"FAILED  {name}: {err}")
-        run.log_summary(f"job {job.id} failed at {ev.get('stage')}: {err}")
-
-
-def _append_failure(events: Path, job_id: str, message: str) -> None:
-    events.parent.mkdir(parents=True, exist_ok=True)
-    line = {"event": "job_failed", "time": time.time(), "job_id": job_id, "rank": 0,
-            "stage": "dispatch", "error": message, "traceback": "", "oom": False,
-            "source": "dispatcher"}  # fmt: skip
-    with events.open("a") as f:
-        f.write(json.dumps(line) + "\n")
+        display.event(f"FAILED  {name}: {ev.get('error', '')}")
+        run.log_summary(f"job {job.id} failed at {ev.get('stage')}: {ev.get('error', '')}")

@@ -10,6 +10,7 @@ MessageTimeout (10 s by default) and then fail, and we say so in one line.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import threading
@@ -18,17 +19,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import procs
+from svrunner.files import write_atomic
+
+from .. import events, procs
 from ..errors import SpectravenvError
-from ..events import EventReader
-from ..plan import Job, Plan
-from ..rundir import RunDir, write_atomic
+from ..plan import Job, Plan, gpus_word
+from ..rundir import RunDir
 from .job import RUNNERS_DIR, runner_command
-from .local import Display, _append_failure
+from .local import Display
 
 CLIENT_TIMEOUT = 30.0
 POLL = 1.0
-REDACT = RUNNERS_DIR / "redact.py"
+# A controller that does not answer (restarting, overloaded) is waited for, with growing pauses,
+# for this long before `follow` gives up; the jobs themselves keep running meanwhile.
+OUTAGE_LIMIT = float(os.environ.get("SPECTRAVENV_SLURM_OUTAGE", 600))
+REDACT = RUNNERS_DIR / "svrunner" / "redact.py"
+ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING",
+          "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "STOPPED"}  # fmt: skip
 # Slurm states after which a job will not run again.
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "OUT_OF_MEMORY",
          "BOOT_FAIL", "DEADLINE"}  # fmt: skip
@@ -51,9 +58,17 @@ class SlurmOptions:
 class Submitted:
     job: Job
     slurm_id: str
-    reader: EventReader
+    follower: events.Follower
     state: str = "PENDING"
     done: bool = False
+    reported_end: bool = False  # this submission's runner wrote job_done or job_failed
+
+    def new_events(self) -> list[dict]:
+        evs = self.follower.new()
+        self.reported_end = self.reported_end or any(
+            e["event"] in ("job_done", "job_failed") and events.is_rank0(e) for e in evs
+        )
+        return evs
 
 
 def _client(cmd: list[str], env: dict[str, str] | None = None) -> str:
@@ -78,8 +93,11 @@ def _client(cmd: list[str], env: dict[str, str] | None = None) -> str:
 def script(job: Job, run: RunDir, python: Path, job_file: Path, opts: SlurmOptions,
            addons: list[Path]) -> str:  # fmt: skip
     """The batch script of one job. Secrets are not in it: they travel in the job's environment."""
-    lines = ["#!/bin/bash", f"#SBATCH --job-name=sv-{run.path.name}-{job.model.name}"[:120]]
-    lines.append(f"#SBATCH --output={run.path / 'logs' / job.model.name}.slurm-%j.log")
+    # sbatch reads #SBATCH lines with shell-like quoting: a path with spaces stays one value.
+    name = f"sv-{run.path.name}-{job.model.name}"[:120]
+    lines = ["#!/bin/bash", f"#SBATCH --job-name={_quote(name)}"]
+    log = f"{run.path / 'logs' / job.model.name}.slurm-%j.log"
+    lines.append(f"#SBATCH --output={_quote(log)}")
     if job.gpus_needed:
         lines.append(f"#SBATCH --gres=gpu:{job.gpus_needed}")
     lines.append(f"#SBATCH --cpus-per-task={max(1, opts.cpus_per_gpu * max(job.gpus_needed, 1))}")
@@ -99,6 +117,10 @@ def script(job: Job, run: RunDir, python: Path, job_file: Path, opts: SlurmOptio
         f"{runner} 2>&1 | {shlex.quote(str(python))} {shlex.quote(str(REDACT))}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _sbatch(path: Path, env: dict[str, str], test_only: bool) -> str:
@@ -125,7 +147,7 @@ def submit(plan: Plan, run: RunDir, scripts: dict[str, str], env: dict[str, str]
             _sbatch(paths[job.id], env, test_only=True)
         except SpectravenvError as e:
             raise SpectravenvError(f"Slurm refuses the job for {job.model.name} "
-                                   f"({job.gpus_needed} GPU(s)): {e}") from None  # fmt: skip
+                                   f"({gpus_word(job.gpus_needed)}): {e}") from None  # fmt: skip
     return [submit_one(job, run, scripts[job.id], env, display) for job in plan.todo]
 
 
@@ -134,12 +156,11 @@ def submit_one(
 ) -> Submitted:
     path = run.internal / "slurm" / f"{job.id}.sbatch"
     write_atomic(path, text)
-    reader = EventReader(run.events_file(job.id))
-    reader.read()  # what earlier attempts wrote is not this job's story
+    follower = events.Follower(run, job.id)
     slurm_id = _sbatch(path, env, test_only=False)
     display.event(f"submitted {job.model.name} as Slurm job {slurm_id}")
     run.log_summary(f"job {job.id} submitted to Slurm as {slurm_id}")
-    return Submitted(job, slurm_id, reader)
+    return Submitted(job, slurm_id, follower)
 
 
 def job_state(slurm_id: str) -> dict[str, str]:
@@ -173,20 +194,54 @@ def queue(ids: list[str]) -> dict[str, tuple[str, str]]:
     return out
 
 
+def live_jobs(ids: list[str]) -> dict[str, str]:
+    """Those of `ids` that Slurm still runs or will run: id -> state."""
+    if not ids:
+        return {}
+    return {i: st for i, (st, _) in queue(ids).items() if st in ACTIVE}
+
+
 def follow(subs: list[Submitted], run: RunDir, display: Display, stop: threading.Event,
            on_event: Callable[[Submitted, dict], None],
            resubmit: Callable[[Submitted], Submitted | None] | None = None) -> None:  # fmt: skip
     """Wait for the submitted jobs, showing their state and the runners' events. A job that
-    ends other than COMPLETED may be resubmitted (`resubmit`, for --retries)."""
+    ends other than COMPLETED may be resubmitted (`resubmit`, for --retries).
+
+    A controller that stops answering is waited for (pauses of 1, 2, 4, ... up to 60 s), for
+    OUTAGE_LIMIT seconds in all, before this gives up with the jobs left running.
+    """
+    down_since: float | None = None
+    pause = POLL
     while not all(s.done for s in subs):
         if stop.is_set():
             return
         asked = [s.slurm_id for s in subs if not s.done]
-        states = queue(asked)
+        try:
+            states = queue(asked)
+        except SpectravenvError as e:
+            now = time.monotonic()
+            if down_since is None:
+                down_since = now
+                display.event(f"warning: Slurm did not answer ({e}); waiting for it, the jobs keep running")
+            if now - down_since > OUTAGE_LIMIT:
+                raise SpectravenvError(
+                    f"Slurm has not answered for {now - down_since:.0f} s ({e}); the jobs keep running: "
+                    f"see `spectravenv status {run.path}`, continue with `spectravenv eval --resume {run.path}`"
+                ) from None
+            for s in subs:  # the runners' events need no controller
+                if not s.done:
+                    for ev in s.new_events():
+                        on_event(s, ev)
+            stop.wait(pause)
+            pause = min(pause * 2, 60.0)
+            continue
+        if down_since is not None:
+            display.event(f"Slurm answers again after {time.monotonic() - down_since:.0f} s")
+            down_since, pause = None, POLL
         for s in list(subs):
             if s.done or s.slurm_id not in asked:  # a resubmission joins in the next round
                 continue
-            for ev in s.reader.read():
+            for ev in s.new_events():
                 on_event(s, ev)
             state, reason = states.get(s.slurm_id, ("", ""))
             if state and state != s.state:
@@ -195,7 +250,7 @@ def follow(subs: list[Submitted], run: RunDir, display: Display, stop: threading
                               + (f": {reason}" if reason and reason != "None" else ""))  # fmt: skip
             if state in FINAL or not state:
                 info = job_state(s.slurm_id) if not state else {"JobState": state, "Reason": reason}
-                for ev in s.reader.read():  # the runner's last words
+                for ev in s.new_events():  # the runner's last words
                     on_event(s, ev)
                 _finish(s, info, run, display)
                 again = resubmit(s) if resubmit and info.get("JobState") != "COMPLETED" else None
@@ -208,27 +263,10 @@ def _finish(s: Submitted, info: dict[str, str], run: RunDir, display: Display) -
     s.done = True
     state, reason = info.get("JobState", "?"), info.get("Reason", "")
     run.log_summary(f"job {s.job.id} (Slurm {s.slurm_id}) ended: {state} {reason}")
-    if state != "COMPLETED":
-        terminal = _terminal(run, s.job.id)
-        if not terminal:
-            why = f"Slurm job {s.slurm_id} {state}" + (
-                f" ({reason})" if reason not in ("", "None") else ""
-            )
-            _append_failure(run.events_file(s.job.id), s.job.id, why)
-            display.event(f"FAILED  {s.job.model.name}: {why}")
-
-
-def _terminal(run: RunDir, job_id: str) -> bool:
-    """Did the latest attempt's runner report its own end?"""
-    from ..events import read_all
-
-    evs = read_all(run.events_file(job_id))
-    last = max((i for i, e in enumerate(evs) if e["event"] == "job_started"), default=-1)
-    return (
-        any(e["event"] in ("job_done", "job_failed") for e in evs[last + 1 :])
-        if last >= 0
-        else False
-    )
+    if state != "COMPLETED" and not s.reported_end:
+        why = f"Slurm job {s.slurm_id} {state}" + (f" ({reason})" if reason not in ("", "None") else "")
+        events.record_dispatcher_failure(run, s.job.id, why)
+        display.event(f"FAILED  {s.job.model.name}: {why}")
 
 
 def cancel(subs: list[Submitted]) -> None:
