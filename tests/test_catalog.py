@@ -83,11 +83,11 @@ kind = "MCQ"
 def test_working_directory_file_wins_over_user_config(tmp_path):
     cat = load(
         tmp_path,
-        xdg_toml="[models.qwen_chat]\ngpu_memory_gb = 10\ngpus = 2\n",
-        user_toml="[models.qwen_chat]\ngpu_memory_gb = 30\n",
+        xdg_toml='[models."InternVL2-8B"]\ngpu_memory_gb = 10\ngpus = 2\n',
+        user_toml='[models."InternVL2-8B"]\ngpu_memory_gb = 30\n',
     )
-    assert cat.models["qwen_chat"].gpu_memory_gb == 30
-    assert cat.models["qwen_chat"].gpus == 2
+    assert cat.models["InternVL2-8B"].gpu_memory_gb == 30
+    assert cat.models["InternVL2-8B"].gpus == 2
 
 
 @pytest.mark.parametrize(
@@ -101,6 +101,7 @@ def test_working_directory_file_wins_over_user_config(tmp_path):
         ("[models.x]\nenv = 'tf999'\n", "names env 'tf999', which is not in the catalog"),
         ("[models.x]\ngpus = 2\n", "needs an 'env' key"),
         ("[models.x]\nenv = 'tf437'\ngpus = 'two'\n", "gpus must be an integer"),
+        ("[models.x]\nenv = 'tf437'\ngpus = 2\n", 'has gpus = 2 but not multi_gpu = true; only a wrapper that loads with device_map="auto"'),
         ("[models.x\n", "not valid TOML"),
     ],
 )

@@ -6,6 +6,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -75,7 +77,7 @@ def test_concurrent_syncs_build_once_and_all_succeed(ws):
     assert [rc for rc, _, _ in results] == [0, 0, 0], results
     stderr = "".join(err for _, _, err in results)
     assert len(re.findall(r"^building env tiny", stderr, re.M)) == 1, stderr
-    assert stderr.count("waiting for another spectravenv process") >= 1, stderr
+    assert re.search(r"waiting for building env tiny \(pid \d+ on \S+, since ", stderr), stderr
     assert len(env_folders(ws)) == 1 and not leftovers(ws)
 
 
@@ -206,3 +208,23 @@ def test_no_space_left(ws, tmp_path):
         assert "no space left" in one_line_error(ws.run("sync", "tiny"))
     finally:
         procs.run(["umount", small])
+
+
+def test_lock_refuses_to_rewrite_the_installed_package(tmp_path):
+    """A non-editable install: `spectravenv lock` must not change what every later sync builds."""
+    from spectravenv.uvtool import uv_bin
+
+    from .conftest import REPO, SHARED_CACHE
+
+    env = {**os.environ, "UV_CACHE_DIR": str(SHARED_CACHE / "uv-cache"), "UV_PYTHON_DOWNLOADS": "never"}
+    venv = tmp_path / "venv"
+    subprocess.run([uv_bin(), "venv", "-q", "--python", sys.executable, venv], env=env, check=True)
+    subprocess.run([uv_bin(), "pip", "install", "-q", "--python", venv / "bin" / "python", REPO],
+                   env=env, check=True, timeout=600)  # fmt: skip
+    shipped = next((venv / "lib").glob("python*/site-packages/spectravenv/_shipped/locks/tf437.lock"))
+    before = shipped.read_bytes()
+    proc = subprocess.run([venv / "bin" / "spectravenv", "lock", "tf437"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    msg = one_line_error(proc)
+    assert "defined by the installed spectravenv package" in msg and "pip install -e ." in msg
+    assert shipped.read_bytes() == before

@@ -37,6 +37,7 @@ def fake_gpus(ws, tmp_path):
 def test_bad_input(ws, args, needle):
     assert needle in one_line_error(ws.run("eval", *args))
     assert not (ws.home / "envs").exists(), "nothing may be built for a bad request"
+    assert not (ws.cwd / "outputs").exists(), "no run folder is made for a bad request"
 
 
 def test_output_dir_that_is_a_file(ws):
@@ -64,6 +65,7 @@ def test_dry_run_prints_the_plan_without_a_gpu(ws):
     assert proc.returncode == 0, proc.stderr
     assert "qwen_chat" in proc.stdout and "tf433" in proc.stdout and "MMBench_DEV_EN" in proc.stdout
     assert "needs a GPU with >= 24 GB free" in proc.stdout
+    assert f"run folder: would write {ws.cwd / 'outputs'}/<timestamp>" in proc.stdout
     assert not (ws.cwd / "outputs").exists()
 
 

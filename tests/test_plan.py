@@ -11,8 +11,8 @@ from spectravenv.errors import SpectravenvError
 from .gpu_fixtures import h100s
 
 
-def model(name="m", mem=24.0, n=1, cpu=False):
-    return Model(name=name, env="tf437", gpu_memory_gb=mem, gpus=n, cpu=cpu)
+def model(name="m", mem=24.0, n=1, cpu=False, multi_gpu=False):
+    return Model(name=name, env="tf437", gpu_memory_gb=mem, gpus=n, cpu=cpu, multi_gpu=multi_gpu)
 
 
 def pool(n, free_mb=None):
@@ -24,13 +24,20 @@ def test_a_model_that_fits_takes_one_gpu():
 
 
 def test_a_big_model_spans_several_gpus_in_one_process():
-    need, why = plan.gpu_need(model(mem=150, n=2), pool(4))
+    need, why = plan.gpu_need(model(mem=150, n=2, multi_gpu=True), pool(4))
     assert need == 2 and 'device_map="auto"' in why and "75 GB each" in why
     # 160 GB over two H100s would need 80 GB on each, but only 79 GB are free: three.
-    assert plan.gpu_need(model(mem=160, n=2), pool(4))[0] == 3
+    assert plan.gpu_need(model(mem=160, n=2, multi_gpu=True), pool(4))[0] == 3
     # Three 60 GB-free GPUs: 150 GB does not fit on two, so three.
-    need, _ = plan.gpu_need(model(mem=150), pool(3, [61440] * 3))
+    need, _ = plan.gpu_need(model(mem=150, multi_gpu=True), pool(3, [61440] * 3))
     assert need == 3
+
+
+def test_a_wrapper_that_loads_onto_one_gpu_is_never_split():
+    """LLaVA's VLMEvalKit wrapper loads on the CPU and calls .cuda(): more GPUs cannot help it."""
+    with pytest.raises(SpectravenvError, match="its VLMEvalKit wrapper loads onto one GPU: it cannot be split"):
+        plan.gpu_need(model("llava_v1.5_13b", mem=45), pool(4, [40960] * 4))
+    assert plan.gpu_need(model("llava_v1.5_13b", mem=45), pool(4, [40960, 40960, 50000, 40960]))[0] == 1
 
 
 def test_busy_gpus_count_only_their_free_memory():
@@ -64,12 +71,19 @@ def test_idle_gpus_become_data_parallel_replicas_of_the_longest_jobs():
                         est_seconds=m.load_seconds + work, work_seconds=work)  # fmt: skip
 
     jobs = [job("long", 1000.0), job("short", 100.0)]
-    plan.spread(jobs, pool(5))
+    plan.spread(jobs, pool(5), None)
     by = {j.id: j for j in jobs}
     assert (by["long"].replicas, by["short"].replicas) == (4, 1)  # 1000/4 still > 100
     assert by["long"].gpus_needed == 4 and "data-parallel: 4 replicas" in by["long"].why
     assert by["long"].per_gpu_gb == by["long"].model.gpu_memory_gb  # each replica needs it all
     # No spare GPU: nothing is split.
     jobs = [job("a", 10.0), job("b", 10.0)]
-    plan.spread(jobs, pool(2))
+    plan.spread(jobs, pool(2), None)
     assert [j.replicas for j in jobs] == [1, 1]
+
+
+def test_replicas_never_outnumber_the_samples_a_limit_leaves():
+    jobs = [plan.Job(id="m", model=model("m"), env=None, benchmarks=[Benchmark(name="B", samples=1000)],
+                     est_seconds=1000.0, work_seconds=1000.0)]  # fmt: skip
+    plan.spread(jobs, pool(8), 2)
+    assert jobs[0].replicas == 2  # --limit 2: two samples, so two replicas at most

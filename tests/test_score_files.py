@@ -11,18 +11,17 @@ Heavy: needs the tf437 env (built once per session, as test_real_envs does).
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
+from svrunner import kit
 
 from spectravenv import catalog, envs, procs
+from spectravenv import scores as score_files
 from spectravenv.paths import Paths
-from spectravenv.results import headline, read_scores
+from spectravenv.results import headline
 
 from .conftest import DATA, REPO, heavy_env, spectravenv_exe
 
@@ -30,7 +29,7 @@ pytestmark = pytest.mark.heavy
 
 ENV = "tf437"
 HELPER = DATA / "make_score_files.py"
-RUNNER = REPO / "runners" / "vlmeval_runner.py"
+RUNNERS = REPO / "runners"
 
 
 # ---- the synthetic datasets ---------------------------------------------------------------------
@@ -299,32 +298,15 @@ EXPECTED = {
 # ---- one env subprocess makes every score file --------------------------------------------------
 
 
-@functools.cache
-def _load_runner():
-    sys.path.insert(0, str(RUNNER.parent))  # it imports its stdlib-only siblings
-    try:
-        spec = importlib.util.spec_from_file_location("vlmeval_runner_for_tests", RUNNER)
-        runner = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(runner)
-    finally:
-        sys.path.remove(str(RUNNER.parent))
-    return runner
-
-
-def _runner_score_files(entry: dict, name: str) -> list[str]:
+def _runner_score_files(entry: dict, name: str) -> list[Path]:
     """The files among those evaluate() wrote that the runner reports as score files (the
     runner's own selection: `{model}_{dataset}` + a score stem + a score extension)."""
-    runner = _load_runner()
     base = f"{entry['model']}_{name}"
     out = []
     for p in entry["written"]:
         stem, ext = os.path.splitext(os.path.basename(p))
-        if (
-            ext in runner.SCORE_EXT
-            and stem.startswith(base)
-            and runner.SCORE_STEM.search(stem[len(base) :])
-        ):
-            out.append(p)
+        if ext in kit.SCORE_EXT and stem.startswith(base) and kit.SCORE_STEM.search(stem[len(base) :]):
+            out.append(Path(p))
     return out
 
 
@@ -349,7 +331,7 @@ def made(heavy_home: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     spec_file = out / "spec.json"
     spec_file.write_text(json.dumps({name: make() for name, make in SPECS.items()}))
     run = procs.run(
-        [state.python, str(HELPER), str(spec_file), str(out / "made"), str(RUNNER)],
+        [state.python, str(HELPER), str(spec_file), str(out / "made"), str(RUNNERS)],
         env=env,
         timeout=900,
         cwd=out,
@@ -369,7 +351,9 @@ def test_score_file_headline_and_subscores(made, name):
     stem = f"{entry['model']}_{name}"
     assert [os.path.basename(f) for f in files] == [stem + suffix], entry["written"]
 
-    scores = read_scores(files)
+    table = score_files.read(files)
+    assert not table.problems and not table.ambiguous, table
+    scores = table.scores
     for key, value in expected_subs.items():
         assert key in scores, f"{key} not in {sorted(scores)}"
         assert scores[key] == pytest.approx(value, abs=1e-6), key

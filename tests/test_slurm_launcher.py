@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from spectravenv.events import read_all
+from svrunner.protocol import read_events as read_all
 
 from .test_envs import one_line_error
 from .test_eval_demo import USER_MODELS, eval_ok, kinds, wait_for
@@ -113,3 +112,55 @@ def test_retries_resubmit_only_what_failed(demo_ws):
     evs = events(demo_ws.cwd / "outputs" / "r", "flaky-demo")
     assert len(kinds(evs, "benchmark_started", "DemoMCQ")) == 1
     assert len(kinds(evs, "benchmark_failed", "DemoShapes")) == 2
+
+
+def test_spaces_in_paths_and_secrets_stay_out_of_the_slurm_log(demo_ws):
+    from .test_hardening import TOKEN, leaks
+
+    (demo_ws.cwd / ".env").write_text(f"HF_TOKEN='{TOKEN}'\n")
+    (demo_ws.cwd / "spectravenv.toml").write_text(USER_MODELS)
+    out = demo_ws.cwd / "out dir"  # #SBATCH paths are quoted
+    proc = eval_ok(demo_ws, "env-demo", "DemoMCQ", "--limit", "2", "--output-dir", str(out),
+                   "--run-name", "sp", *SLURM)  # fmt: skip
+    run = out / "sp"
+    [slurm_log] = (run / "logs").glob("env-demo.slurm-*.log")
+    text = slurm_log.read_text()
+    assert "HF_TOKEN value=***" in text and "HF_TOKEN pieces=*** end" in text
+    assert leaks(run) == [] and TOKEN not in proc.stdout + proc.stderr
+    assert summary(run)[("env-demo", "DemoMCQ")]["status"] == "done"
+
+
+def test_a_controller_that_stops_answering_for_a_while_does_not_stop_the_run(demo_ws):
+    import signal
+
+    (demo_ws.cwd / "spectravenv.toml").write_text(USER_MODELS)
+    p = demo_ws.popen("eval", "slow-demo", "DemoMCQ", "--limit", "20", "--run-name", "pause", *SLURM)
+    run = demo_ws.cwd / "outputs" / "pause"
+    wait_for(lambda: kinds(events(run, "slow-demo"), "progress", "DemoMCQ"), what="progress")
+    pid_file = Path(os.environ["SLURM_CONF"]).parent / "run" / "slurmctld.pid"
+    ctld = int(pid_file.read_text().strip())
+    os.kill(ctld, signal.SIGSTOP)  # squeue now times out, like a controller restarting
+    try:
+        time.sleep(25)
+    finally:
+        os.kill(ctld, signal.SIGCONT)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    assert "Slurm did not answer" in err and "Slurm answers again" in err
+    assert summary(run)[("slow-demo", "DemoMCQ")]["status"] == "done"
+
+
+def test_resume_waits_for_live_slurm_jobs_instead_of_duplicating_them(demo_ws):
+    from .test_slurm_cluster import wait_for_job
+
+    (demo_ws.cwd / "spectravenv.toml").write_text(USER_MODELS)
+    eval_ok(demo_ws, "slow-demo", "DemoMCQ", "--limit", "12", "--run-name", "nw", *SLURM, "--no-wait")
+    run = demo_ws.cwd / "outputs" / "nw"
+    job_id = json.loads((run / "run.json").read_text())["slurm_jobs"]["slow-demo"]
+    for resume in (("--resume", str(run), *SLURM), ("--resume", str(run))):
+        msg = one_line_error(demo_ws.run("eval", *resume, timeout=120))
+        assert f"still has Slurm jobs queued or running ({job_id})" in msg
+    assert wait_for_job(job_id, timeout=300).state == "COMPLETED"
+    again = eval_ok(demo_ws, "--resume", str(run), *SLURM)
+    assert "already done" in again.stderr
+    assert len(kinds(events(run, "slow-demo"), "job_started")) == 1

@@ -1,6 +1,6 @@
 """Make real VLMEvalKit score files from tiny synthetic datasets (run inside an env's Python).
 
-    python make_score_files.py SPEC.json OUT_DIR RUNNER.py
+    python make_score_files.py SPEC.json OUT_DIR RUNNERS_DIR
 
 SPEC.json maps an official VLMEvalKit dataset name to {"rows": [...], "predictions": {...}}:
 the dataset's TSV rows (without images: a tiny PNG is added to every row) and the model's answer
@@ -22,7 +22,6 @@ OUT_DIR/manifest.json then lists, per name, the dataset class and every file eva
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import os
@@ -30,7 +29,7 @@ import sys
 import traceback
 
 MODEL = "synthetic-model"  # the "{model}_{dataset}" stem VLMEvalKit names every file with
-JUDGE_KWARGS = {"model": "exact_matching", "nproc": 1, "verbose": False}  # as the runner passes
+
 
 
 def tiny_png_b64() -> str:
@@ -74,7 +73,7 @@ def official_class(name: str):
     raise LookupError(f"{name} is not an official dataset of this VLMEvalKit")
 
 
-def make_one(name: str, spec: dict, out_dir: str, guard) -> dict:
+def make_one(name: str, spec: dict, out_dir: str, guard, judge_kwargs: dict) -> dict:
     import pandas as pd
     from vlmeval.smp import dump, get_pred_file_path, load
 
@@ -105,7 +104,7 @@ def make_one(name: str, spec: dict, out_dir: str, guard) -> dict:
 
     before = snapshot(work_dir)
     with guard(name):
-        ret = dataset.evaluate(pred_file, **dict(JUDGE_KWARGS))
+        ret = dataset.evaluate(pred_file, **judge_kwargs)
     after = snapshot(work_dir)
     written = sorted(p for p, m in after.items() if before.get(p) != m and p != pred_file)
     return {
@@ -119,21 +118,21 @@ def make_one(name: str, spec: dict, out_dir: str, guard) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    spec_path, out_dir, runner_path = argv
+    spec_path, out_dir, runners_dir = argv
     os.makedirs(out_dir, exist_ok=True)
     os.makedirs(os.environ.setdefault("LMUData", os.path.join(out_dir, "LMUData")), exist_ok=True)
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(runner_path)))  # its stdlib-only siblings
-    mod_spec = importlib.util.spec_from_file_location("spectravenv_vlmeval_runner", runner_path)
-    runner = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(runner)
+    sys.path.insert(0, os.path.abspath(runners_dir))  # the runner's own package, svrunner
+    from svrunner import kit
+
+    judge = {**kit.JUDGE_DEFAULTS, "model": "exact_matching", "nproc": 1}  # as the runner passes
 
     with open(spec_path) as fh:
         specs = json.load(fh)
     manifest = {}
     for name, spec in specs.items():
         try:
-            manifest[name] = make_one(name, spec, out_dir, runner.circular_eval_guard)
+            manifest[name] = make_one(name, spec, out_dir, kit.circular_eval_guard, judge)
         except Exception:  # one broken shape must not hide the others
             manifest[name] = {"error": traceback.format_exc()}
     with open(os.path.join(out_dir, "manifest.json"), "w") as fh:
