@@ -81,9 +81,10 @@ def test_a_cancelled_job_is_reported_and_resume_completes_it(demo_ws):
 def test_an_impossible_request_is_refused_before_anything_is_submitted(demo_ws):
     (demo_ws.cwd / "spectravenv.toml").write_text(
         '[models.huge-demo]\nenv = "tf437"\nbuiltin = "demo-tiny-llava"\ngpu_memory_gb = 300\ngpus = 5\n'
+        "multi_gpu = true\n"
     )
     msg = one_line_error(demo_ws.run("eval", "huge-demo", "DemoMCQ", "--run-name", "x", *SLURM))
-    assert "Slurm refuses the job for huge-demo (5 GPU(s))" in msg
+    assert "Slurm refuses the job for huge-demo (5 GPUs)" in msg
     assert "Requested node configuration is not available" in msg
     assert "slurm_jobs" not in json.loads((demo_ws.cwd / "outputs" / "x" / "run.json").read_text())
 
