@@ -33,8 +33,9 @@ from .rundir import write_json
 from .uvtool import uv_cmd, uv_env
 
 MARKER = ".spectravenv-env.json"
-RECIPE = 2  # bump when the build steps change, so old envs are rebuilt rather than trusted
+RECIPE = 3  # bump when the build steps change, so old envs are rebuilt rather than trusted
 GUARD = RUNNERS_DIR / "vlmeval_guard.py"
+PYC_STORE = RUNNERS_DIR / "pyc_store.py"
 # Files spectravenv adds to every env's site-packages (never a file the lock installed):
 # the import guard, the .pth that loads it, and an empty .env where VLMEvalKit looks for one
 # (secrets travel in the job's environment; without the file every job log starts with an error).
@@ -64,7 +65,7 @@ class EnvState:
 
 def added_files(env: Env) -> dict[str, bytes]:
     """What spectravenv writes into the env's site-packages, by file name: part of the env's key."""
-    info = {"env": env.name, "transformers": env.transformers}
+    info = {"env": env.name, "transformers": env.transformers, "elsewhere": dict(env.elsewhere)}
     return {
         f"{GUARD_MODULE}.py": GUARD.read_bytes(),
         f"{GUARD_MODULE}.pth": f"import {GUARD_MODULE}\n".encode(),
@@ -240,13 +241,13 @@ def _build(env: Env, key: str, paths: Paths, report: Reporter) -> None:
         # would edit every env that shares it.
         for name, data in added_files(env).items():
             (site / name).write_bytes(data)
-        # Bytecode now, recorded under the final path (tracebacks then name real files), so no
-        # job pays for compiling `vlmeval` again. uv's --compile-bytecode would record tmp paths.
-        procs.run(
-            [tmp / "bin" / "python", "-m", "compileall", "-q", "-q", "-j", "0",
-             "-s", tmp, "-p", final, site],
-            env=_child_env(),
-        )  # fmt: skip
+        # Bytecode now, so no job pays for compiling `vlmeval` again; shared with every env that
+        # has the same source files (runners/pyc_store.py), so a second env costs little.
+        cmd = [tmp / "bin" / "python", PYC_STORE, site, paths.pyc_store]
+        proc = procs.run(cmd, env=_child_env())
+        if proc.returncode != 0:
+            log = procs.keep_log(paths.logs, f"bytecode-{env.name}", cmd, proc)
+            raise SpectravenvError(f"env {env.name!r}: compiling its bytecode failed (full output: {log})")
         info = _verify(env, tmp / "bin" / "python", paths)
         marker = {
             "env": env.name,
@@ -373,6 +374,24 @@ def disk_usage(folders: list[Path], seen: set[tuple[int, int]] | None = None) ->
     return total
 
 
+def freed_by_removing(folders: list[Path]) -> int:
+    """Bytes that removing `folders` gives back: only files with no link outside them (an env's
+    files are hardlinks to uv's cache and to other envs, which keep them)."""
+    seen: dict[tuple[int, int], list[int]] = {}
+    stack = [f for f in folders if f.exists()]
+    while stack:
+        with contextlib.suppress(OSError), os.scandir(stack.pop()) as it:
+            for entry in it:
+                st = entry.stat(follow_symlinks=False)
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                    seen[(st.st_dev, st.st_ino)] = [1, 1, st.st_blocks * 512]
+                    continue
+                links = seen.setdefault((st.st_dev, st.st_ino), [0, st.st_nlink, st.st_blocks * 512])
+                links[0] += 1
+    return sum(size for inside, total, size in seen.values() if inside >= total)
+
+
 def referenced_folders(catalog: Catalog, paths: Paths) -> set[Path]:
     keep = set()
     for env in catalog.envs.values():
@@ -391,6 +410,13 @@ def garbage(catalog: Catalog, paths: Paths) -> list[Path]:
         if p.name.startswith((".tmp-", ".trash-")) or (p.is_dir() and p not in keep):
             out.append(p)
     return out
+
+
+def unused_bytecode(paths: Paths) -> list[Path]:
+    """Shared bytecode no env links to any more (its only link is the store's own)."""
+    if not paths.pyc_store.is_dir():
+        return []
+    return [p for p in paths.pyc_store.glob("*/*.pyc") if p.stat().st_nlink == 1]
 
 
 def collect(catalog: Catalog, paths: Paths, report: Reporter = _quiet) -> list[Path]:
@@ -417,4 +443,8 @@ def collect(catalog: Catalog, paths: Paths, report: Reporter = _quiet) -> list[P
         finally:
             if lock is not None:
                 lock.release()
+    # After the envs: their removal is what leaves bytecode unused.
+    for p in unused_bytecode(paths):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
     return removed

@@ -83,6 +83,11 @@ class Paths:
         return self.home / "stats.json"
 
     @property
+    def pyc_store(self) -> Path:
+        """Bytecode shared by every env (runners/pyc_store.py): on the envs' filesystem."""
+        return self.home / "pyc-store"
+
+    @property
     def logs(self) -> Path:
         """Whole outputs of failed tool calls (uv, import checks), the newest few kept."""
         return self.home / "logs"

@@ -47,10 +47,13 @@ def test_sync_builds_a_verified_env_and_envs_shows_it(ws):
     )
     assert out.stdout.strip() == "4.37.2"
     assert procs.run([folder / "bin" / "huggingface-cli", "--help"]).returncode == 0
-    # Bytecode is compiled at build time, and records the final path, not the build folder's.
+    # Bytecode is compiled at build time, kept once in the shared store (hardlinked), and code
+    # loaded from it names the env's real files (tracebacks point at real sources).
     pycs = list((folder / "lib").glob("python3.10/site-packages/transformers/__pycache__/*.pyc"))
-    assert pycs
-    assert str(folder).encode() in pycs[0].read_bytes()
+    assert pycs and all(p.stat().st_nlink >= 2 for p in pycs)
+    where = procs.run([folder / "bin" / "python", "-c",
+                       "import transformers.utils.versions as v; print(v.require_version.__code__.co_filename)"])
+    assert where.stdout.strip() == str(folder / "lib/python3.10/site-packages/transformers/utils/versions.py")
 
     table = ws.run("envs", check=True).stdout
     row = next(line for line in table.splitlines() if line.startswith("tiny "))
@@ -130,11 +133,16 @@ def test_a_changed_lock_gives_a_new_env_and_gc_removes_the_old(ws):
     folders = env_folders(ws)
     assert len(folders) == 2 and old in folders
 
+    # The new env shares the old one's bytecode (same source files, one copy on disk).
+    [new] = [f for f in folders if f != old]
+    pyc = next((new / "lib").glob("python3.10/site-packages/transformers/__pycache__/__init__*.pyc"))
+    twin = old / pyc.relative_to(new)
+    assert pyc.stat().st_ino == twin.stat().st_ino
+
     dry = ws.run("gc", "--dry-run", check=True).stdout
     assert f"would remove {old}" in dry and old.exists()
     ws.run("gc", check=True)
-    [new] = env_folders(ws)
-    assert new != old and not old.exists()
+    assert env_folders(ws) == [new] and not old.exists()
     assert "ready" in ws.run("envs", check=True).stdout
 
 
