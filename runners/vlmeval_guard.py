@@ -81,7 +81,14 @@ def _placeholder_class(module: str, attr: str, error: str) -> type:
 
 def _make_placeholder(module: Any, error: str) -> None:
     name = module.__name__
-    keep = {k: v for k, v in vars(module).items() if k.startswith("__") and k.endswith("__")}
+    # Keep dunders, and the submodules this package had already imported: `from pkg import sub`
+    # must still give the real, working submodule, not a placeholder class.
+    keep = {
+        k: v
+        for k, v in vars(module).items()
+        if (k.startswith("__") and k.endswith("__"))
+        or (isinstance(v, type(sys)) and getattr(v, "__name__", "") == f"{name}.{k}")
+    }
     vars(module).clear()
     vars(module).update(keep)
     made: dict[str, type] = {}
@@ -108,7 +115,7 @@ class _GuardedLoader(importlib.abc.Loader):
     def exec_module(self, module: Any) -> None:
         try:
             self.inner.exec_module(module)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # research code exit()s on a missing dependency
             # The import system removes a failed module's children from sys.modules by itself;
             # this one stays, as a placeholder.
             last = traceback.extract_tb(exc.__traceback__)[-1:]

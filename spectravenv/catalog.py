@@ -35,6 +35,9 @@ class Env:
     description: str = ""
     # Modules imported to prove a fresh build works (an env for tests may not carry vlmeval).
     verify: tuple[str, ...] = ("transformers", "vlmeval")
+    # (VLMEvalKit class, the envs that run it) for classes this env does not serve: the import
+    # guard names the right env when such a class cannot be imported here.
+    elsewhere: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,14 @@ class Model:
     # wrapper that loads onto one device (`.cuda()`, device_map="cuda") cannot, whatever it needs.
     multi_gpu: bool = False
     checkpoint: str | None = None  # the weights it loads (hub id or path): identity, prefetch
+    kind: str = "local"  # local | api (no weights, no GPU)
+    vlmeval_class: str = ""  # the VLMEvalKit wrapper class (information; `cls` builds a model)
+    needs: tuple[str, ...] = ()  # what it needs beyond its env's lock (some satisfied: see blocked)
+    blocked: str = ""  # why it cannot run from the shipped envs: refused at plan time, saying so
+    evidence: str = ""  # why this env
+    memory_note: str = ""  # where gpu_memory_gb comes from (declared, estimated)
+    verified: str = "none"  # none | lock builds | class imports | wrapper ran on a tiny checkpoint
+    env_vars: tuple[str, ...] = ()  # variables an API wrapper reads (keys, base URLs: put them in .env)
 
     @property
     def origin(self) -> str:
@@ -151,6 +162,50 @@ class Catalog:
     def models_of_env(self, env: str) -> list[str]:
         return sorted(m.name for m in self.models.values() if m.env == env)
 
+    def select_models(self, *, env: str | None = None, family: str | None = None,
+                      kind: str | None = None, runnable: bool = False) -> list[Model]:  # fmt: skip
+        """Models matching every filter given, sorted by env then name; a filter value that
+        matches nothing known is an error with suggestions, never an empty answer."""
+        if env is not None:
+            self.env(env)
+        families = {m.family for m in self.models.values()}
+        if family is not None and family not in families:
+            raise SpectravenvError(f"unknown family {family!r}{did_you_mean(family, families)}; "
+                                   "`spectravenv models` shows each model's family")  # fmt: skip
+        if kind not in (None, "local", "api"):
+            raise SpectravenvError(f"--kind {kind!r}: give local or api")
+        return sorted(
+            (m for m in self.models.values()
+             if (env is None or m.env == env) and (family is None or m.family == family)
+             and (kind is None or m.kind == kind) and (not runnable or not m.blocked)),
+            key=lambda m: (m.env, m.name),
+        )  # fmt: skip
+
+
+def model_record(m: Model) -> dict[str, Any]:
+    """A model as `spectravenv models --json` lists it."""
+    return {
+        "name": m.name,
+        "env": m.env,
+        "kind": m.kind,
+        "family": m.family,
+        "class": m.vlmeval_class or m.cls or (f"builtin {m.builtin}" if m.builtin else None),
+        "checkpoint": m.checkpoint or m.kwargs.get("model_path"),
+        "gpu_memory_gb": m.gpu_memory_gb,
+        "memory_note": m.memory_note,
+        "gpus": 0 if m.kind == "api" else m.gpus,
+        "multi_gpu": m.multi_gpu,
+        "env_vars": list(m.env_vars),
+        "cpu": m.cpu,
+        "needs": list(m.needs),
+        "runnable": not m.blocked,
+        "blocked": m.blocked or None,
+        "verified": m.verified,
+        "evidence": m.evidence,
+        "kwargs": m.kwargs,
+        "addons": list(m.addons),
+    }
+
 
 # ---- loading -----------------------------------------------------------------------------------
 
@@ -182,6 +237,14 @@ _MODEL_KEYS = {
     "seconds_per_sample": (int, float),
     "multi_gpu": bool,
     "checkpoint": str,
+    "kind": str,
+    "vlmeval_class": str,
+    "needs": list,
+    "blocked": str,
+    "evidence": str,
+    "memory_note": str,
+    "verified": str,
+    "env_vars": list,
 }
 _BENCH_KEYS = {
     "category": str,
@@ -260,7 +323,18 @@ def _resolve(base: Path, value: str) -> Path:
     return p if p.is_absolute() else (base / p).resolve()
 
 
-def _build_env(name: str, f: dict[str, Any]) -> Env:
+def _class_homes(models: dict[str, dict[str, Any]]) -> dict[str, set[str]]:
+    """VLMEvalKit class -> the envs whose shipped models run it (for the import guard's hints).
+
+    From the shipped catalog only, so a user's overrides never change what an env is built of."""
+    homes: dict[str, set[str]] = {}
+    for f in models.values():
+        if f.get("vlmeval_class") and not f.get("blocked") and f.get("kind", "local") == "local":
+            homes.setdefault(f["vlmeval_class"], set()).add(f["env"])
+    return homes
+
+
+def _build_env(name: str, f: dict[str, Any], homes: dict[str, set[str]]) -> Env:
     for key in ("python", "transformers", "lock"):
         if key not in f:
             raise SpectravenvError(f"{f['__file__']}: env {name!r} needs a {key!r} key")
@@ -280,6 +354,7 @@ def _build_env(name: str, f: dict[str, Any]) -> Env:
         exclude_newer=f.get("exclude_newer"),
         description=f.get("description", ""),
         verify=tuple(f.get("verify", ("transformers", "vlmeval"))),
+        elsewhere=tuple(sorted((cls, ", ".join(sorted(e))) for cls, e in homes.items() if name not in e)),
     )
 
 
@@ -317,6 +392,14 @@ def _build_model(name: str, f: dict[str, Any]) -> Model:
         seconds_per_sample=float(f.get("seconds_per_sample", 0.5)),
         multi_gpu=f.get("multi_gpu", False),
         checkpoint=f.get("checkpoint"),
+        kind=f.get("kind", "local"),
+        vlmeval_class=f.get("vlmeval_class", cls or ""),
+        needs=tuple(f.get("needs", ())),
+        blocked=f.get("blocked", ""),
+        evidence=f.get("evidence", ""),
+        memory_note=f.get("memory_note", ""),
+        verified=f.get("verified", "none"),
+        env_vars=tuple(f.get("env_vars", ())),
     )
 
 
@@ -355,12 +438,12 @@ def _merge(
 def load(paths: Paths) -> Catalog:
     # Paths in the shipped catalog (lock, source, overrides) are relative to the shipped locks/;
     # paths in a user's file are relative to that file's folder.
-    files = [(p, _read_toml(p), SHIPPED_LOCKS) for p in sorted(CATALOG_DIR.glob("*.toml"))]
+    shipped = [(p, _read_toml(p), SHIPPED_LOCKS) for p in sorted(CATALOG_DIR.glob("*.toml"))]
     user = [p.resolve() for p in paths.config_files if p.is_file()]
-    files += [(p, _read_toml(p), p.parent) for p in user]
-    merged = _merge(files)
+    merged = _merge(shipped + [(p, _read_toml(p), p.parent) for p in user])
 
-    envs = {n: _build_env(n, f) for n, f in merged["envs"].items()}
+    homes = _class_homes(_merge(shipped)["models"])
+    envs = {n: _build_env(n, f, homes) for n, f in merged["envs"].items()}
     addons = {
         n: Addon(n, f.get("env", ""), f.get("source", ""), f.get("description", ""))
         for n, f in merged["addons"].items()
