@@ -59,24 +59,32 @@ def cli() -> None:
 
 
 @cli.command()
-def models() -> None:
-    """List the models in the catalog and the env each one runs in."""
+@click.option("--env", "env_name", metavar="ENV", help="Only the models of this env.")
+@click.option("--family", help="Only this family (VLMEvalKit's registry groups, e.g. qwen2vl_series).")
+@click.option("--kind", type=click.Choice(["local", "api"]), help="Only local (weights) or API models.")
+@click.option("--runnable", is_flag=True, help="Only the models the shipped envs can run.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per model (env, needs, evidence, ...).")
+def models(env_name, family, kind, runnable, as_json) -> None:
+    """List the models in the catalog: env, GPU memory, what each still needs, how far verified."""
+    from . import catalog
     from .console import table
 
     _, cat = _context()
+    chosen = cat.select_models(env=env_name, family=family, kind=kind, runnable=runnable)
+    if as_json:
+        import json
+
+        click.echo(json.dumps([catalog.model_record(m) for m in chosen], indent=1))
+        return
     rows = [
-        (
-            m.name,
-            m.env,
-            m.family,
-            f"{m.gpu_memory_gb:g} GB",
-            m.gpus,
-            "yes" if m.cpu else "",
-            m.origin,
-        )
-        for m in sorted(cat.models.values(), key=lambda m: (m.env, m.name))
-    ]
-    click.echo(table(("model", "env", "family", "GPU memory", "GPUs", "CPU ok", "source"), rows))
+        (m.name, m.env, m.family, "-" if m.kind == "api" else f"{m.gpu_memory_gb:g} GB",
+         "api" if m.kind == "api" else ("yes" if m.multi_gpu else ""),
+         m.verified if not m.blocked else "blocked: " + m.blocked[:70])
+        for m in chosen
+    ]  # fmt: skip
+    click.echo(table(("model", "env", "family", "GPU memory", "spreads", "status"), rows))
+    blocked = sum(1 for m in chosen if m.blocked)
+    click.echo(f"\n{len(chosen)} models, {len(chosen) - blocked} runnable; `--json` for needs and evidence")
 
 
 @cli.command()
@@ -182,7 +190,7 @@ def gc(dry_run: bool) -> None:
     if not doomed:
         click.echo("nothing to remove")
         return
-    freed = envs.disk_usage(doomed)
+    freed = envs.freed_by_removing(doomed)
     if dry_run:
         for p in doomed:
             click.echo(f"would remove {p}")

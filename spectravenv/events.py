@@ -185,6 +185,21 @@ def measurements(run: RunDir) -> Iterator[tuple[str, str | None, str, float, int
                     yield model, gpu, "infer", float(ev.get("seconds", 0.0)) * world, int(ev["samples"])
 
 
+def model_notes(run: RunDir) -> dict[str, list[str]]:
+    """What the runner changed about how a model was loaded (the attention it used), by model:
+    the report says it next to the model's scores."""
+    out: dict[str, list[str]] = {}
+    for job_id in run.job_ids():
+        model = job_model(run, job_id)
+        for a in attempts(run, job_id):
+            for ev in a.events:
+                if ev["event"] == "model_loaded" and ev.get("attention"):
+                    notes = out.setdefault(model, [])
+                    if ev["attention"] not in notes:
+                        notes.append(ev["attention"])
+    return out
+
+
 class Follower:
     """New events of one job as they are written (launchers follow running jobs with it)."""
 

@@ -169,6 +169,9 @@ def build(
         ]
         finished = [b for b in benchmarks if (name, b) in done]
         try:
+            if model.blocked:
+                # Refused here, before any env is built: never a crash an hour into a job.
+                raise SpectravenvError(f"{name} cannot run from the shipped envs: {model.blocked}")
             need, why = gpu_need(model, pool)
         except SpectravenvError as e:
             if strict:
@@ -234,6 +237,18 @@ def _names(names: list[str]) -> str:
     return ", ".join(names) if len(names) <= 3 else f"{', '.join(names[:2])} +{len(names) - 2} more"
 
 
+def _matrix_text(plan: Plan) -> str:
+    from .console import plural
+
+    benches = {b.name for j in plan.jobs for b in j.benchmarks} | {b for j in plan.jobs for b in j.done}
+    benches |= {b for _, b in plan.dropped}
+    planned = sum(len(j.benchmarks) for j in plan.jobs)
+    done = sum(len(j.done) for j in plan.jobs)
+    text = (f"{plural(len(benches), 'benchmark')} x {plural(len(plan.jobs), 'model')} = "
+            f"{plural(len(benches) * len(plan.jobs), 'pair')}: {planned} to run")  # fmt: skip
+    return text + (f", {done} already done" if done else "") + (f", {len(plan.dropped)} left out" if plan.dropped else "")
+
+
 def format_plan(plan: Plan, ready_envs: dict[str, str]) -> str:
     from .console import duration, table
 
@@ -265,6 +280,7 @@ def format_plan(plan: Plan, ready_envs: dict[str, str]) -> str:
         ),
         "",
         f"GPUs: {pool}",
+        f"pairs: {_matrix_text(plan)}",
         f"jobs: {len(plan.todo)} to run, one process per model (model loaded once); "
         f"expected makespan {duration(plan.expected_makespan())}"
         + (f"; --limit {plan.limit} samples per benchmark" if plan.limit else ""),
@@ -273,5 +289,5 @@ def format_plan(plan: Plan, ready_envs: dict[str, str]) -> str:
         lines.append(f"left out, unknown to the env's VLMEvalKit (--skip-unsupported): "
                      f"{len(plan.dropped)} pairs: " + _names([f"{m} x {b}" for m, b in sorted(plan.dropped)]))  # fmt: skip
     if blocked:
-        lines += [f"cannot run on this machine: {j.blocked}" for j in blocked]
+        lines += [f"cannot run: {j.blocked}" for j in blocked]
     return "\n".join(lines)

@@ -141,7 +141,9 @@ def render_markdown(
     manifests: list[tuple[str, dict[str, Any]]],
     catalog: Catalog,
     spans: list[events.JobSpan],
+    notes: dict[str, list[str]] | None = None,
 ) -> str:
+    notes = notes or {}
     done = [r for r in rows if r.status == "done"]
     failed = [r for r in rows if r.status in ("failed", "interrupted")]
     job_seconds = sum(s.seconds for s in spans)
@@ -188,6 +190,7 @@ def render_markdown(
     for model in sorted({r.model for r in rows}):
         mine = [r for r in rows if r.model == model]
         out += [f"### {model} ({mine[0].env})", ""]
+        out += [f"Loaded with {note}." for note in notes.get(model, [])] + ([""] if notes.get(model) else [])
         detail = []
         for r in mine:
             subs = ", ".join(f"{k}: {v:.4g}" for k, v in r.subscores.items())
@@ -279,7 +282,8 @@ def write_all(run: rundir.RunDir, catalog: Catalog) -> str:
     write_tables(rows, run.path)
     manifest = run.manifest() or {}
     write_atomic(run.path / REPORT,
-                 render_markdown(rows, [(run.path.name, manifest)], catalog, events.spans(run)) + "\n")  # fmt: skip
+                 render_markdown(rows, [(run.path.name, manifest)], catalog, events.spans(run),
+                                 events.model_notes(run)) + "\n")  # fmt: skip
     return console_summary(rows)
 
 
@@ -291,5 +295,9 @@ def write_merged(runs: list[rundir.RunDir], catalog: Catalog, out_dir: Path) -> 
     rows = results.merge([results.rows_for_run(r, catalog) for r in runs], [rank[s] for s in order])
     write_tables(rows, out_dir)
     spans = [s for r in runs for s in events.spans(r)]
-    write_atomic(out_dir / REPORT, render_markdown(rows, manifests, catalog, spans) + "\n")
+    notes: dict[str, list[str]] = {}
+    for r in runs:
+        for model, ns in events.model_notes(r).items():
+            notes.setdefault(model, []).extend(n for n in ns if n not in notes.get(model, []))
+    write_atomic(out_dir / REPORT, render_markdown(rows, manifests, catalog, spans, notes) + "\n")
     return console_summary(rows)

@@ -478,7 +478,7 @@ def _load_tiny_llava(path: str, device: str):
         ("language_model.", lm),
         ("multi_modal_projector.", proj),
     ):
-        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        sub = _fit_keys({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, module)
         missing, unexpected = module.load_state_dict(sub, strict=False)
         # only non-persistent buffers (position ids, rotary caches) may be missing
         bad = [m for m in missing if not ("position_ids" in m or "inv_freq" in m)]
@@ -487,6 +487,22 @@ def _load_tiny_llava(path: str, device: str):
     for m in (vision, proj, lm):
         m.to(device).eval()
     return vision, proj, lm, cfg, "composite(CLIPVisionModel+LlamaForCausalLM)"
+
+
+def _fit_keys(state: dict[str, Any], module: Any) -> dict[str, Any]:
+    """Parameter names as this transformers release spells them: releases differ by a leading
+    component (CLIPVisionModel's `vision_model.` is there in 4.x and gone in 5.x)."""
+    want = set(module.state_dict())
+    if set(state) <= want:
+        return state
+    for head in {k.split(".", 1)[0] for k in want} | {k.split(".", 1)[0] for k in state}:
+        added = {f"{head}.{k}": v for k, v in state.items()}
+        if set(added) <= want:
+            return added
+        dropped = {k[len(head) + 1 :]: v for k, v in state.items() if k.startswith(head + ".")}
+        if len(dropped) == len(state) and set(dropped) <= want:
+            return dropped
+    return state
 
 
 def _base_model_class():

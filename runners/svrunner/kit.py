@@ -118,6 +118,43 @@ def patch_image_decoding() -> int:
     return count
 
 
+def sdpa_for_flash_attention() -> list[str]:
+    """Load with PyTorch's attention where a wrapper asks for FlashAttention 2 and flash-attn is
+    not installed (it is on no index these locks can hash: PyPI has only its source, which
+    needs a CUDA toolchain and an hour to build). Many VLMEvalKit wrappers hard-code
+    attn_implementation="flash_attention_2" (Qwen2/2.5/3-VL, Gemma 3, Idefics, Phi-3.5, ...),
+    which would otherwise fail at load. SDPA computes the same attention; numbers can differ in
+    the last digits. Returns the list that records, per loaded class, that the swap happened
+    (the runner reports it in `model_loaded`, and the report shows it)."""
+    swapped: list[str] = []
+    try:
+        import flash_attn  # noqa: F401
+
+        return swapped  # the real thing is there: change nothing
+    except Exception:
+        pass
+    from transformers import modeling_utils
+
+    base = modeling_utils.PreTrainedModel
+    original = base.from_pretrained.__func__
+    if getattr(original, "_spectravenv_sdpa", False):
+        return swapped
+
+    def from_pretrained(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        for key in ("attn_implementation", "_attn_implementation"):
+            if kwargs.get(key) == "flash_attention_2":
+                kwargs[key] = "sdpa"
+                swapped.append(cls.__name__)
+        if kwargs.pop("use_flash_attention_2", False):
+            kwargs.setdefault("attn_implementation", "sdpa")
+            swapped.append(cls.__name__)
+        return original(cls, *args, **kwargs)
+
+    from_pretrained._spectravenv_sdpa = True  # type: ignore[attr-defined]
+    base.from_pretrained = classmethod(from_pretrained)
+    return swapped
+
+
 def unavailable_reason(factory: Any) -> str | None:
     """The import error behind a guard placeholder class (see runners/vlmeval_guard.py)."""
     target = getattr(factory, "func", factory)
@@ -249,6 +286,18 @@ def versions() -> dict[str, str | None]:
         "vlmeval": ver("ms-vlmeval", "vlmeval"),
         "python": platform.python_version(),
     }
+
+
+def seconds_since_process_start() -> float | None:
+    """How long this process has run (from /proc): the interpreter's and torch's start-up."""
+    try:
+        with open("/proc/self/stat") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[-1].split()[19])
+        with open("/proc/stat") as fh:
+            boot = next(int(line.split()[1]) for line in fh if line.startswith("btime"))
+        return round(time.time() - (boot + ticks / os.sysconf("SC_CLK_TCK")), 3)
+    except (OSError, ValueError, StopIteration, IndexError):
+        return None
 
 
 def cuda_facts() -> dict[str, Any]:

@@ -18,7 +18,15 @@ from typing import Any
 from . import redact
 from .dist import Dist, pin_local_gpus, run_everywhere
 from .errors import failure_info
-from .kit import Kit, build_model, cuda_facts, log, model_factory, versions
+from .kit import (
+    Kit,
+    build_model,
+    cuda_facts,
+    log,
+    model_factory,
+    seconds_since_process_start,
+    versions,
+)
 from .protocol import SCHEMA, EventLog
 from .runner import Runner
 
@@ -97,7 +105,8 @@ def main(argv: list[str]) -> int:
         torch.manual_seed(int(job["seed"]))
         dist.init()
         t_job = runner.emit0("job_started", pid=os.getpid(), python=sys.executable, versions=versions(),
-                             world_size=dist.world, schema=SCHEMA, **cuda_facts())  # fmt: skip
+                             world_size=dist.world, schema=SCHEMA, startup_seconds=seconds_since_process_start(),
+                             **cuda_facts())  # fmt: skip
     except Exception as exc:
         runner.emit0("job_failed", stage="setup", **failure_info(exc))
         return 2
@@ -119,10 +128,15 @@ def main(argv: list[str]) -> int:
 
     def load_model() -> Any:
         from .fingerprint import checkpoint_identity
+        from .kit import sdpa_for_flash_attention
 
         factory, source, kwargs = model_factory(job["model"], job["assets_dir"])
+        swapped = sdpa_for_flash_attention()
         t1 = time.time()
         model = build_model(factory, runner.model_name)
+        if swapped:
+            timing["attention"] = ("sdpa instead of flash_attention_2 (flash-attn is not installed) for "
+                                   + ", ".join(sorted(set(swapped))))  # fmt: skip
         timing.update(build_seconds=round(time.time() - t1, 3), source=source)
         # The checkpoint it really loaded (after a first download the hub revision is known).
         path = getattr(model, "model_path", None) or kwargs.get("model_path")
