@@ -44,8 +44,47 @@ def test_shipped_catalog_has_the_seed(tmp_path):
         assert env.exclude_newer, "a lock without a resolution date cannot be re-made exactly"
     for b in SEED_BENCHMARKS:
         assert cat.benchmarks[b].kind in {"MCQ", "VQA", "Y/N", "OCR"}
-    # Every model needs a GPU except the demo, which is marked CPU-capable.
-    assert [m.name for m in cat.models.values() if m.cpu] == ["demo-tiny-llava"]
+    # Every local model needs a GPU except the demo; API models need none.
+    assert [m.name for m in cat.models.values() if m.cpu and m.kind == "local"] == ["demo-tiny-llava"]
+    assert all(m.cpu and m.env == "api" for m in cat.models.values() if m.kind == "api")
+
+
+def test_every_registry_name_has_an_env_or_says_what_it_needs(tmp_path):
+    import csv
+
+    from .conftest import REPO
+
+    cat = load(tmp_path)
+    registry = list(csv.DictReader((REPO / "data/registry/vlmeval_models.tsv").open(), delimiter="\t"))
+    assert len(registry) == 554
+    for row in registry:
+        m = cat.models[row["name"]]
+        assert m.env in cat.envs and m.kind == row["kind"]
+        assert m.evidence, row["name"]
+        if m.blocked:
+            assert m.verified == "lock builds"
+            # It says what to install or add, or why nothing can.
+            assert any(w in m.blocked for w in ("add it", "needs", "no env", "newer VLMEvalKit")), m.blocked
+        else:
+            assert m.verified in ("class imports", "wrapper ran on a tiny checkpoint")
+    runnable = [r["name"] for r in registry if not cat.models[r["name"]].blocked]
+    assert len(runnable) >= 400
+    for name in ("Qwen2.5-VL-7B-Instruct", "Qwen3-VL-8B-Instruct", "InternVL3-8B", "llava_onevision_qwen2_7b_ov",
+                 "MiniCPM-V-2_6", "Gemma3-12B", "Llama-3.2-11B-Vision-Instruct", "Idefics3-8B-Llama3", "SmolVLM2",
+                 "molmo-7B-D-0924", "Phi-3.5-Vision", "Ovis2-8B", "varco-vision-2-14b", "Aria", "Pixtral-12B",
+                 "GPT4o", "Claude3-5V_Sonnet", "GeminiPro1-5", "qwen_chat", "Qwen3.5-27B"):  # fmt: skip
+        assert name in cat.models, name
+
+
+def test_the_generated_catalog_is_what_its_inputs_give():
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    proc = subprocess.run([sys.executable, REPO / "scripts" / "gen_catalog.py", "--check"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_user_file_adds_and_overrides(tmp_path):
