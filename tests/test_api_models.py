@@ -76,8 +76,8 @@ def test_gpt4o_runs_against_a_local_openai_compatible_server(demo_ws, fake_api):
     with (run / "results" / "summary.csv").open() as f:
         [row] = list(csv.DictReader(f))
     assert float(row["value"]) == pytest.approx(100 * answers.count("A") / 6)
-    # VLMEvalKit logs "API Key: <key>" when it builds the wrapper: masked before the disk.
-    assert "API Key: ***" in (run / "logs" / "GPT4o.log").read_text()
+    # The key went to the server only: nothing written holds it (VLMEvalKit's wrapper logs
+    # "API Key: <key>" at INFO level; that and everything else is masked before the disk).
     assert leaks(run, KEY) == [] and leaks(demo_ws.home, KEY) == []
     assert KEY not in proc.stdout + proc.stderr
     assert base64.b64encode(KEY.encode()).decode() not in (run / "logs" / "GPT4o.log").read_text()
