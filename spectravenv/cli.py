@@ -202,6 +202,25 @@ def gc(dry_run: bool) -> None:
     click.echo(f"freed about {size(freed)}")
 
 
+@cli.command()
+@click.argument("env_names", metavar="[ENV]...", nargs=-1)
+@click.option("--family", "families", multiple=True, help="Only this family or recipe (repeatable).")
+@click.option("--json", "json_file", type=click.Path(path_type=Path), help="Also write the results as JSON here.")
+def selftest(env_names, families, json_file) -> None:
+    """Check every env (all when none named): each family's VLMEvalKit wrapper runs on a tiny
+    checkpoint made here, on the GPU if one is visible, else the CPU; nothing is downloaded."""
+    from . import selftest as st
+
+    paths, cat = _context()
+    results = st.run(cat, paths, list(env_names), set(families) or None, report=_say)
+    click.echo(st.table(results))
+    if json_file:
+        from svrunner.files import write_atomic
+
+        write_atomic(json_file, st.as_json(results))
+    sys.exit(st.exit_code(results))
+
+
 # ---- evaluation --------------------------------------------------------------------------------
 
 
