@@ -308,6 +308,8 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option("--cpus-per-gpu", type=click.IntRange(min=1), default=8, show_default=True,
               help="Slurm: CPUs to ask for per GPU (at least one per job).")  # fmt: skip
 @click.option("--no-wait", is_flag=True, help="Slurm: submit and return; see `spectravenv status`.")
+@click.option("--max-gpus", type=click.IntRange(min=1),
+              help="Slurm: GPUs the run's workers hold at most at once  [default: the --assume-gpus count]")  # fmt: skip
 @click.option(
     "--cancel-on-interrupt", is_flag=True, help="Slurm: Ctrl-C while waiting cancels the jobs."
 )
@@ -336,6 +338,7 @@ def eval_cmd(
     slurm_args,
     cpus_per_gpu,
     no_wait,
+    max_gpus,
     cancel_on_interrupt,
     seed,
 ) -> None:
@@ -348,7 +351,7 @@ def eval_cmd(
     from .launch.slurm import SlurmOptions
 
     if launcher != "slurm" and (partition or account or qos or time_limit or slurm_args or no_wait
-                                or cancel_on_interrupt):  # fmt: skip
+                                or cancel_on_interrupt or max_gpus):  # fmt: skip
         raise SpectravenvError("Slurm options need --launcher slurm")
 
     paths, cat = _context()
@@ -360,7 +363,7 @@ def eval_cmd(
         skip_unsupported=skip_unsupported, assume_gpus=assume_gpus, launcher=launcher,
         slurm=SlurmOptions(partition=partition, account=account, qos=qos, time=time_limit,
                            extra=list(slurm_args), wait=not no_wait, cpus_per_gpu=cpus_per_gpu,
-                           cancel_on_interrupt=cancel_on_interrupt),
+                           cancel_on_interrupt=cancel_on_interrupt, max_gpus=max_gpus),
         argv=["spectravenv", *sys.argv[1:]],
     )  # fmt: skip
     code = evaluate(req, paths, cat, sys.stdout, sys.stderr)

@@ -86,7 +86,6 @@ class Eval:
     plan: plan.Plan | None = None
     states: dict[str, envs.EnvState] = field(default_factory=dict)
     addon_dirs: dict[str, list[Path]] = field(default_factory=dict)
-    job_files: dict[str, Path] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
     started_work: bool = False  # a manifest of this attempt is on disk: keep the folder
 
@@ -231,8 +230,11 @@ def make_plan(st: Eval) -> None:
     # Measured speeds on this GPU type (from earlier runs) replace the catalog's guesses.
     measured = stats.apply(st.catalog, stats.load(st.paths), st.pool[0].name if st.pool else None)
     st.plan = plan.build(measured, st.models, st.benchmarks, st.pool, limit=st.settings["limit"],
-                         done=done, strict=not st.req.dry_run, skip_unsupported=st.req.skip_unsupported,
-                         spread_idle=not st.on_slurm)  # fmt: skip
+                         done=done, strict=not st.req.dry_run, skip_unsupported=st.req.skip_unsupported)  # fmt: skip
+    if st.run is not None:
+        from .launch import work
+
+        work.keep_divisions(st.run, st.plan.jobs)
     st.states = {j.env.name: envs.status(j.env, st.paths) for j in st.plan.jobs}
 
 
@@ -274,8 +276,10 @@ def dry_run(st: Eval) -> int | None:
 
         run = st.run or rundir.RunDir((st.req.output_dir / (st.req.run_name or "RUN")).absolute())
         for j in p.todo:
-            st.out.write(f"\n# sbatch script for {j.model.name}\n")
-            st.out.write(slurm.script(j, run, st.states[j.env.name].python, run.job_file(j.id), st.req.slurm, []))
+            worker = f"{j.id}.w1"
+            st.out.write(f"\n# sbatch script of a worker of {j.model.name}\n")
+            st.out.write(slurm.script(j, run, st.states[j.env.name].python, run.job_file(worker), st.req.slurm, [],
+                                      worker))
     return 0
 
 
@@ -382,38 +386,36 @@ def build_envs(st: Eval) -> None:
     st.run.write_manifest(st.manifest)
 
 
-def spec_of(st: Eval, j: plan.Job) -> dict[str, Any]:
+def spec_of(st: Eval, j: plan.Job, worker: str | None = None) -> dict[str, Any]:
     return jobfiles.job_spec(j, st.run, st.paths, env_key=st.states[j.env.name].key, settings=st.settings,
-                             secrets=st.secrets, nproc=st.req.nproc)  # fmt: skip
+                             secrets=st.secrets, nproc=st.req.nproc, worker=worker, limit=st.settings["limit"])  # fmt: skip
 
 
-def write_jobs(st: Eval) -> None:
-    st.job_files = {j.id: st.run.write_job(spec_of(st, j)) for j in st.plan.todo}
+def reopen_failed(st: Eval) -> None:
+    """A new attempt gives the pairs that failed before another chance (their done units stay)."""
+    from .launch import work
+
+    for j in st.plan.todo:
+        again = work.reopen(st.run, j)
+        if again:
+            st.say(f"{j.model.name}: {', '.join(again)} failed before; trying again")
 
 
-def prepare_retry(st: Eval, j: plan.Job) -> bool:
-    """Narrow a failed job to what is not done; after a CUDA out-of-memory, give one replica one
-    more GPU when its wrapper can spread over GPUs and the pool has one, else give up on it."""
-    outs = events.outcomes(st.run)
-    latest = [outs.get((j.model.name, b.name)) for b in j.benchmarks]
-    oom = any(o is not None and o.oom and o.status == "failed" for o in latest)
-    j.benchmarks = [b for b, o in zip(j.benchmarks, latest, strict=True) if getattr(o, "status", None) != "done"]
-    if oom:
-        per_replica = j.gpus_needed // j.replicas
-        if not j.model.multi_gpu:
-            st.say(f"{j.model.name} ran out of GPU memory on {plan.gpus_word(per_replica)}; its VLMEvalKit "
-                   "wrapper loads onto one GPU, so more GPUs cannot help: not retried")  # fmt: skip
-            return False
-        if per_replica + 1 > len(st.pool):
-            st.say(f"{j.model.name} ran out of GPU memory on {plan.gpus_word(per_replica)}; no bigger "
-                   "placement exists here, so it is not retried")  # fmt: skip
-            return False
-        j.replicas, j.gpus_needed = 1, per_replica + 1
-        j.why = f"retry after CUDA out of memory: one process over {j.gpus_needed} GPUs"
-        st.say(f"{j.model.name} ran out of GPU memory: retrying on {j.gpus_needed} GPUs")
-    if j.benchmarks:
-        st.run.write_job(spec_of(st, j))
-    return bool(j.benchmarks)
+def more_gpus_after_oom(st: Eval, j: plan.Job) -> bool:
+    """After a CUDA out-of-memory: one worker over one more GPU when its wrapper can spread over
+    GPUs and the pool has one; otherwise say why not (the pairs are then given up)."""
+    if not j.model.multi_gpu:
+        st.say(f"{j.model.name} ran out of GPU memory on {plan.gpus_word(j.gpus_needed)}; its VLMEvalKit "
+               "wrapper loads onto one GPU, so more GPUs cannot help: not retried")  # fmt: skip
+        return False
+    if j.gpus_needed + 1 > len(st.pool):
+        st.say(f"{j.model.name} ran out of GPU memory on {plan.gpus_word(j.gpus_needed)}; no bigger "
+               "placement exists here, so it is not retried")  # fmt: skip
+        return False
+    j.gpus_needed += 1
+    j.why = f"retry after CUDA out of memory: one process over {j.gpus_needed} GPUs"
+    st.say(f"{j.model.name} ran out of GPU memory: retrying on {j.gpus_needed} GPUs")
+    return True
 
 
 @contextlib.contextmanager
@@ -438,14 +440,14 @@ def launch_local(st: Eval) -> int | None:
         return None
     launch = Launch(
         run=st.run,
-        job_files=st.job_files,
         pythons={n: s.python for n, s in st.states.items()},
         addons=st.addon_dirs,
         secrets=st.secrets,
         child_env=lambda g, a, t: jobfiles.child_env(os.environ, st.paths, st.secrets, g, a, t),
+        write_job=lambda j, worker: st.run.write_job(spec_of(st, j, worker)),
         timeout=st.req.timeout,
         retries=st.req.retries,
-        prepare_retry=lambda j: prepare_retry(st, j),
+        on_oom=lambda j: more_gpus_after_oom(st, j),
         requery=(lambda: gpus.query()) if st.inventory else None,
     )
     st.say(f"run folder: {st.run.path}")
@@ -459,59 +461,54 @@ def launch_local(st: Eval) -> int | None:
 
 
 def launch_slurm(st: Eval) -> int:
-    """Submit every job to Slurm, then (unless --no-wait) follow them to the end."""
+    """Submit workers to Slurm, then (unless --no-wait) follow them to the end, submitting more
+    as workers end while work is open."""
     from .launch import slurm
 
     req, run = st.req, st.run
     st.say(f"run folder: {run.path}")
     display = Display(st.err)
 
-    def script(j: plan.Job) -> str:
-        return slurm.script(j, run, st.states[j.env.name].python, st.job_files[j.id], req.slurm,
-                            st.addon_dirs.get(j.id, []))  # fmt: skip
+    def script(j: plan.Job, worker: str) -> str:
+        job_file = run.write_job(spec_of(st, j, worker))
+        return slurm.script(j, run, st.states[j.env.name].python, job_file, req.slurm,
+                            st.addon_dirs.get(j.id, []), worker)  # fmt: skip
 
     # Secrets and shared paths travel in the job's environment (sbatch --export=ALL), never in
     # the script; CUDA_VISIBLE_DEVICES is Slurm's to set.
     env = jobfiles.child_env(os.environ, st.paths, st.secrets, None, [], None)
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    subs = slurm.submit(st.plan, run, {j.id: script(j) for j in st.plan.todo}, env, display)
-    st.manifest["slurm_jobs"] = {**st.manifest.get("slurm_jobs", {}), **{s.job.id: s.slurm_id for s in subs}}
-    run.write_manifest(st.manifest)
-    ids = " ".join(s.slurm_id for s in subs)
+    slurm.check(st.plan.todo, run, {j.id: script(j, f"{j.id}.check") for j in st.plan.todo}, env)
+    sr = slurm.SlurmRun(run, script, env, req.slurm.max_gpus or len(st.pool), req.retries,
+                        on_oom=lambda j: more_gpus_after_oom(st, j))  # fmt: skip
+
+    def remember() -> None:
+        st.manifest["slurm_jobs"] = {**st.manifest.get("slurm_jobs", {}), **{s.worker: s.slurm_id for s in sr.submitted}}
+        run.write_manifest(st.manifest)
+
+    def on_event(s: slurm.Submitted, ev: dict[str, Any]) -> None:
+        narrate(ev, s.job, run, display)
+
+    with stop_on_signals() as stop:
+        try:
+            slurm.dispatch(st.plan, sr, display, stop, on_event, wait=req.slurm.wait)
+        finally:
+            remember()
+        interrupted = stop.is_set()
+    ids = " ".join(s.slurm_id for s in sr.submitted)
     if not req.slurm.wait:
         st.out.write(f"submitted Slurm jobs {ids}; follow with `spectravenv status {run.path}`, "
                      f"tables with `spectravenv report {run.path}` when they end\n")  # fmt: skip
         return 0
-
-    def on_event(s: slurm.Submitted, ev: dict[str, Any]) -> None:
-        if events.is_rank0(ev):
-            narrate(ev, s.job, run, display)
-
-    retried = {j.id: 0 for j in st.plan.todo}
-
-    def resubmit(s: slurm.Submitted) -> slurm.Submitted | None:
-        j = s.job
-        if retried[j.id] >= req.retries or not prepare_retry(st, j):
-            return None
-        retried[j.id] += 1
-        display.event(f"retry   {j.model.name} ({retried[j.id]}/{req.retries})")
-        again = slurm.submit_one(j, run, script(j), env, display)
-        st.manifest["slurm_jobs"][j.id] = again.slurm_id
-        run.write_manifest(st.manifest)
-        return again
-
-    with stop_on_signals() as stop:
-        slurm.follow(subs, run, display, stop, on_event, resubmit)
-        interrupted = stop.is_set()
+    live = [s for s in sr.submitted if not s.done]
     cancel = req.slurm.cancel_on_interrupt
-    if interrupted and not cancel and sys.stdin.isatty():
+    if interrupted and live and not cancel and sys.stdin.isatty():
         cancel = input(f"cancel the Slurm jobs {ids}? [y/N] ").strip().lower() in ("y", "yes")
-    if interrupted and not cancel:
+    if interrupted and live and not cancel:
         display.event(f"stopped waiting; the Slurm jobs keep running ({ids}). Cancel them with "
                       f"`scancel {ids}`; see where they stand with `spectravenv status {run.path}`")  # fmt: skip
         return INTERRUPTED
-    if interrupted:
-        live = [s for s in subs if not s.done]
+    if interrupted and live:
         slurm.cancel(live)
         slurm.wait_gone(live)
         display.event(f"cancelled Slurm jobs {ids}; continue with: spectravenv eval --resume {run.path}")
@@ -537,7 +534,7 @@ def finish(st: Eval, *, interrupted: bool) -> int:
 
 STEPS: tuple[Step, ...] = (
     check_request, choose_run, matrix, settle, read_secrets, gpu_pool, lock_run, make_plan,
-    dry_run, create_run, nothing_to_do, begin_attempt, build_envs, write_jobs, launch_local,
+    dry_run, create_run, nothing_to_do, begin_attempt, build_envs, reopen_failed, launch_local,
     launch_slurm,
 )  # fmt: skip
 

@@ -92,54 +92,60 @@ class PairOutcome:
 
 def _fold(out: dict[tuple[str, str], PairOutcome], model: str, spec: dict[str, Any], ev: dict[str, Any]) -> None:
     kind, bench = ev["event"], ev.get("benchmark")
-    mine = [o for o in out.values() if o.model == model]
     if kind in ("job_started", "job_failed"):
-        # The job file names what this attempt was asked to do; its pairs exist from now.
+        # The job file names what this worker was asked to do; its pairs exist from now.
         for b in spec.get("benchmarks", []):
             out.setdefault((model, b["name"]), PairOutcome(model, b["name"]))
-        mine = [o for o in out.values() if o.model == model]
-    if kind == "job_started":
-        for o in mine:  # a new attempt: anything left "running" by the previous one was cut short
-            if o.status == "running":
-                o.status = "interrupted"
-        return
     if kind == "job_failed":
-        for o in mine:
-            if o.status in ("running", "pending"):
+        # A worker that could not load its model (or was stopped): what nobody has finished
+        # fails with it; another worker that finishes a pair later makes it done again.
+        for o in out.values():
+            if o.model == model and o.status in ("running", "pending"):
                 o.status, o.error = "failed", ev.get("error", "")
                 o.traceback, o.oom = ev.get("traceback", ""), bool(ev.get("oom"))
         return
     if bench is None:
         return
     o = out.setdefault((model, bench), PairOutcome(model, bench))
-    if kind == "benchmark_started":
+    if kind == "benchmark_started":  # the pair prepared (again): a fresh start
         o.status, o.started, o.attempts = "running", ev["time"], o.attempts + 1
-        o.total, o.error, o.traceback, o.oom = ev.get("total"), "", "", False
+        o.total, o.error, o.traceback, o.oom, o.seconds = ev.get("total"), "", "", False, 0.0
+    elif kind in ("unit_started", "progress"):
+        if o.status not in ("done",):
+            o.status = "running"
+            o.started = o.started or ev["time"]
+    elif kind == "unit_done":
+        o.seconds = (o.seconds or 0.0) + float(ev.get("seconds") or 0.0)
     elif kind == "benchmark_done":
         o.status, o.finished = "done", ev["time"]
         o.score_files = list(ev.get("score_files", []))
         o.prediction_file = ev.get("prediction_file")
-        o.samples, o.seconds = ev.get("samples"), ev.get("seconds")
+        o.samples = ev.get("samples")
+        o.seconds = (o.seconds or 0.0) + float(ev.get("seconds") or 0.0)
         o.fingerprint = ev.get("fingerprint")
+        o.error = ""
     elif kind == "benchmark_failed":
         o.status, o.finished = "failed", ev["time"]
         o.error, o.traceback = ev.get("error", ""), ev.get("traceback", "")
-        o.oom, o.seconds = bool(ev.get("oom")), ev.get("seconds")
+        o.oom = bool(ev.get("oom"))
 
 
 def outcomes(run: RunDir) -> dict[tuple[str, str], PairOutcome]:
-    """Fold every job's events into one outcome per pair.
+    """Fold every worker's events into one outcome per pair, in the order they happened (the
+    workers of a model run at the same time).
 
-    A pair whose latest attempt started but never ended (the runner was killed) stays "running"
-    here; readers of a finished run show it as interrupted.
+    A pair some worker started and none finished stays "running" here; readers of a run that
+    has ended show it as interrupted.
     """
     out: dict[tuple[str, str], PairOutcome] = {}
-    for job_id in run.job_ids():
+    timeline: list[tuple[float, int, str, dict[str, Any], dict[str, Any]]] = []
+    for n, job_id in enumerate(run.job_ids()):
         spec = run.job_spec(job_id)
         model = spec.get("model", {}).get("name", job_id)
-        for attempt in attempts(run, job_id):
-            for ev in attempt.events:
-                _fold(out, model, spec, ev)
+        for a in attempts(run, job_id):
+            timeline += [(ev["time"], n, model, spec, ev) for ev in a.events]
+    for _, _, model, spec, ev in sorted(timeline, key=lambda t: (t[0], t[1])):
+        _fold(out, model, spec, ev)
     return out
 
 
@@ -168,7 +174,7 @@ def spans(run: RunDir) -> list[JobSpan]:
 
 def measurements(run: RunDir) -> Iterator[tuple[str, str | None, str, float, int]]:
     """(model, GPU type, kind, value, count) for the cost model: kind "load" (seconds per load)
-    or "infer" (wall seconds x replicas over samples: what one replica takes per sample)."""
+    or "infer" (a unit's wall seconds over the samples it inferred)."""
     for job_id in run.job_ids():
         model = job_model(run, job_id)
         for a in attempts(run, job_id):
@@ -177,26 +183,27 @@ def measurements(run: RunDir) -> Iterator[tuple[str, str | None, str, float, int
                 continue
             names = start.get("gpu_names") or []
             gpu = names[0] if names else None
-            world = int(start.get("world_size") or 1)
             for ev in a.events:
                 if ev["event"] == "model_loaded":
                     yield model, gpu, "load", float(ev.get("seconds", 0.0)), 1
-                elif ev["event"] == "benchmark_done" and ev.get("samples"):
-                    yield model, gpu, "infer", float(ev.get("seconds", 0.0)) * world, int(ev["samples"])
+                elif ev["event"] == "unit_done" and ev.get("samples"):
+                    yield model, gpu, "infer", float(ev.get("seconds", 0.0)), int(ev["samples"])
 
 
 def model_notes(run: RunDir) -> dict[str, list[str]]:
-    """What the runner changed about how a model was loaded (the attention it used), by model:
-    the report says it next to the model's scores."""
+    """What the runner changed about how a model was loaded or answered (the attention it used,
+    the compatibility fixes its wrapper needed), by model: the report says it next to the
+    model's scores."""
     out: dict[str, list[str]] = {}
     for job_id in run.job_ids():
         model = job_model(run, job_id)
         for a in attempts(run, job_id):
             for ev in a.events:
-                if ev["event"] == "model_loaded" and ev.get("attention"):
-                    notes = out.setdefault(model, [])
-                    if ev["attention"] not in notes:
-                        notes.append(ev["attention"])
+                for key in ("attention", "compat"):
+                    if ev["event"] in ("model_loaded", "job_done") and ev.get(key):
+                        notes = out.setdefault(model, [])
+                        if ev[key] not in notes:
+                            notes.append(ev[key])
     return out
 
 

@@ -1,12 +1,16 @@
-"""What to run: the models x benchmarks matrix turned into jobs, each with its GPU need and cost.
+"""What to run: the models x benchmarks matrix as jobs (one per model) of work units.
 
-One job per model: the runner loads the model once and runs all of its benchmarks. Everything
+A job holds all of one model's work in this run; its benchmarks are split into units (shards of
+their rows), sized from the cost model so that no unit is long against the expected makespan and
+none so short that bookkeeping dominates. Workers (one process each, the model loaded once) take
+units until none are left; the dispatcher starts them where GPUs are free (schedule.py). Everything
 that can be checked before a GPU is touched or an env is built is checked here, so a bad matrix
 fails in a second, not an hour in.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from packaging.version import Version
@@ -16,24 +20,42 @@ from .catalog import Benchmark, Catalog, Env, Model
 from .errors import SpectravenvError
 from .gpus import GPU
 
+MIN_UNIT_SECONDS = 20.0  # below this a unit's bookkeeping (claim, events, slicing) starts to count
+MAX_UNIT_SECONDS = 1800.0  # a killed worker loses at most one unit's unsaved samples
+UNITS_PER_GPU = 20  # units of about 1/20 of a GPU's share: the last one finishing adds <= 5%
+
 
 @dataclass
 class Job:
+    """All the work of one model in this run."""
+
     id: str
     model: Model
     env: Env
     benchmarks: list[Benchmark]
     done: list[str] = field(default_factory=list)  # benchmarks already finished in this run
-    gpus_needed: int = 1  # 0: runs on the CPU
-    est_seconds: float = 0.0
+    gpus_needed: int = 1  # per worker; 0: runs on the CPU
+    est_seconds: float = 0.0  # one load + all of its inference on one worker
     why: str = ""  # how the GPU count was chosen, for --dry-run
     blocked: str = ""  # why it cannot run on this pool (only with strict=False)
-    replicas: int = 1  # data-parallel copies of the model (torchrun), each on its own GPUs
-    work_seconds: float = 0.0  # inference estimate for one replica, model load excluded
+    work_seconds: float = 0.0  # inference alone, model load excluded
+    shards: dict[str, int] = field(default_factory=dict)  # benchmark -> its number of units
 
     @property
     def per_gpu_gb(self) -> float:
-        return self.model.gpu_memory_gb / max(self.gpus_needed // self.replicas, 1)
+        return self.model.gpu_memory_gb / max(self.gpus_needed, 1)
+
+    @property
+    def units(self) -> int:
+        return sum(self.shards.get(b.name, 1) for b in self.benchmarks)
+
+    def unit_seconds(self, limit: int | None) -> list[float]:
+        """The estimated duration of each of its infer units."""
+        out = []
+        for b in self.benchmarks:
+            n, rows = self.shards.get(b.name, 1), samples_for(b, limit)
+            out += [math.ceil((rows - k) / n) * self.model.seconds_per_sample for k in range(n)]
+        return out
 
 
 @dataclass
@@ -48,29 +70,19 @@ class Plan:
         return [j for j in self.jobs if j.benchmarks]
 
     def expected_makespan(self) -> float:
-        """Greedy list schedule of the job estimates on the pool (LPT order), in seconds."""
-        slots = [0.0] * max(len(self.gpus), 1)
-        cpu_end = 0.0
-        for job in sorted(self.todo, key=lambda j: -j.est_seconds):
-            if job.gpus_needed == 0:
-                cpu_end += job.est_seconds
-                continue
-            slots.sort()
-            k = min(job.gpus_needed, len(slots))
-            start = slots[k - 1]
-            for i in range(k):
-                slots[i] = start + job.est_seconds
-        return max([*slots, cpu_end])
+        """The dispatcher's own policy on a simulated clock, with the estimates (schedule.py)."""
+        from .schedule import simulate
+
+        return simulate(self).makespan
+
+    def lower_bound(self) -> float:
+        from .schedule import lower_bound
+
+        return lower_bound(self)
 
 
 def samples_for(bench: Benchmark, limit: int | None) -> int:
     return min(bench.samples, limit) if limit else bench.samples
-
-
-def estimate(model: Model, benches: list[Benchmark], limit: int | None) -> float:
-    return (
-        model.load_seconds + sum(samples_for(b, limit) for b in benches) * model.seconds_per_sample
-    )
 
 
 def vlmeval_version(env: Env) -> str | None:
@@ -153,7 +165,7 @@ def build(
     done: set[tuple[str, str]] | None = None,
     strict: bool = True,
     skip_unsupported: bool = False,
-    spread_idle: bool = True,
+    units_per_gpu: int = UNITS_PER_GPU,
 ) -> Plan:
     """Jobs for the matrix. `strict=False` (for --dry-run) notes a model that cannot run on this
     pool in its job instead of raising, so the plan can still be shown."""
@@ -162,11 +174,7 @@ def build(
     jobs = []
     for name in models:
         model = catalog.models[name]
-        todo = [
-            catalog.benchmarks[b]
-            for b in benchmarks
-            if (name, b) not in done and (name, b) not in dropped
-        ]
+        todo = [catalog.benchmarks[b] for b in benchmarks if (name, b) not in done and (name, b) not in dropped]
         finished = [b for b in benchmarks if (name, b) in done]
         try:
             if model.blocked:
@@ -179,56 +187,30 @@ def build(
             need, why, blocked = max(model.gpus, 1), "cannot run here (below)", str(e)
         else:
             blocked = ""
-        jobs.append(
-            Job(
-                id=name,
-                model=model,
-                env=catalog.envs[model.env],
-                benchmarks=todo,
-                done=finished,
-                gpus_needed=need,
-                est_seconds=estimate(model, todo, limit) if todo else 0.0,
-                work_seconds=(estimate(model, todo, limit) - model.load_seconds) if todo else 0.0,
-                why=why,
-                blocked=blocked,
-            )
-        )
-    if spread_idle:  # on Slurm the pool is a description, not GPUs that would idle
-        spread(jobs, pool, limit)
+        work = sum(samples_for(b, limit) for b in todo) * model.seconds_per_sample
+        jobs.append(Job(id=name, model=model, env=catalog.envs[model.env], benchmarks=todo, done=finished,
+                        gpus_needed=need, est_seconds=(model.load_seconds + work) if todo else 0.0,
+                        work_seconds=work, why=why, blocked=blocked))  # fmt: skip
+    size_units(jobs, pool, limit, units_per_gpu)
     # Longest first, so the big model does not start last and run alone.
     jobs.sort(key=lambda j: -j.est_seconds)
     return Plan(jobs, pool, limit, dropped)
 
 
-def spread(jobs: list[Job], pool: list[GPU], limit: int | None, max_replicas: int = 8) -> None:
-    """Give GPUs that would otherwise idle to the longest jobs, as data-parallel replicas.
-
-    Only when the pool has more GPUs than all jobs need at once: then no job waits for another,
-    and each spare GPU shortens the job that would finish last. Only models that fit on one
-    GPU are replicated (a multi-GPU model already spans its GPUs with device_map="auto").
-    """
-    todo = [j for j in jobs if j.benchmarks and j.gpus_needed > 0]
-    if not todo:
-        return
-    # A GPU someone else fills is no spare: count those that could hold the smallest replica.
-    smallest = min(j.per_gpu_gb for j in todo)
-    spare = sum(g.free_gb >= smallest for g in pool) - sum(j.gpus_needed for j in todo)
-    candidates = [j for j in todo if j.gpus_needed == 1 and not j.blocked and j.work_seconds > 0]
-    while spare > 0 and candidates:
-        job = max(candidates, key=lambda j: j.est_seconds)
-        # Never more replicas than samples to share out (--limit counts).
-        samples = max(samples_for(b, limit) for b in job.benchmarks)
-        if job.replicas >= min(max_replicas, samples):
-            candidates.remove(job)
-            continue
-        job.replicas += 1
-        job.gpus_needed += 1
-        job.est_seconds = job.model.load_seconds + job.work_seconds / job.replicas
-        job.why = (
-            f"data-parallel: {job.replicas} replicas (torchrun), one per GPU, "
-            "since GPUs would otherwise idle"
-        )
-        spare -= 1
+def size_units(jobs: list[Job], pool: list[GPU], limit: int | None, units_per_gpu: int = UNITS_PER_GPU) -> None:
+    """Split each benchmark into units of about total work / (GPUs x units_per_gpu) seconds,
+    within [MIN_UNIT_SECONDS, MAX_UNIT_SECONDS]. API models keep one unit per benchmark (their
+    wrappers keep a per-benchmark file of answers; one worker's threads already run in parallel)."""
+    gpus = max(len(pool), 1)
+    total = sum(j.work_seconds * max(j.gpus_needed, 1) for j in jobs)
+    target = min(MAX_UNIT_SECONDS, max(MIN_UNIT_SECONDS, total / (gpus * units_per_gpu)))
+    for j in jobs:
+        for b in j.benchmarks:
+            rows = samples_for(b, limit)
+            if j.model.kind == "api":
+                j.shards[b.name] = 1
+            else:
+                j.shards[b.name] = max(1, min(rows, math.ceil(rows * j.model.seconds_per_sample / target)))
 
 
 def _names(names: list[str]) -> str:
@@ -251,16 +233,15 @@ def _matrix_text(plan: Plan) -> str:
 
 def format_plan(plan: Plan, ready_envs: dict[str, str]) -> str:
     from .console import duration, table
+    from .schedule import Open, choose_starts
 
     rows = []
     for job in plan.jobs:
         where = "CPU" if job.gpus_needed == 0 else gpus_word(job.gpus_needed)
         rows.append((
             job.model.name, job.env.name, ready_envs.get(job.env.name, "?"), where,
-            _names([b.name for b in job.benchmarks]),
-            _names(job.done),
-            duration(job.est_seconds) if job.benchmarks else "-",
-            job.why,
+            _names([b.name for b in job.benchmarks]), job.units if job.benchmarks else "-",
+            _names(job.done), duration(job.est_seconds) if job.benchmarks else "-", job.why,
         ))  # fmt: skip
     blocked = [j for j in plan.jobs if j.blocked]
     kinds = {(g.name, round(g.free_gb), round(g.total_gb)) for g in plan.gpus}
@@ -268,23 +249,27 @@ def format_plan(plan: Plan, ready_envs: dict[str, str]) -> str:
         name, free, total = kinds.pop()
         pool = f"{len(plan.gpus)} x {name} ({free}/{total} GB free each)"
     else:
-        pool = (
-            ", ".join(
-                f"{g.index}: {g.name} ({g.free_gb:.0f}/{g.total_gb:.0f} GB free)" for g in plan.gpus
-            )
-            or "none (CPU only)"
-        )
+        pool = (", ".join(f"{g.index}: {g.name} ({g.free_gb:.0f}/{g.total_gb:.0f} GB free)" for g in plan.gpus)
+                or "none (CPU only)")  # fmt: skip
+    runnable = [j for j in plan.todo if not j.blocked]
+    first = choose_starts([Open(j, j.work_seconds, j.units) for j in runnable], list(plan.gpus), {}, 2)
+    workers = ", ".join(f"{j.model.name} on {'CPU' if not g else 'GPU ' + ','.join(str(x.index) for x in g)}"
+                        for j, g in first)  # fmt: skip
     lines = [
-        table(
-            ("model", "env", "env state", "runs on", "to run", "already done", "est.", "why"), rows
-        ),
+        table(("model", "env", "env state", "per worker", "to run", "units", "already done", "est.", "why"), rows),
         "",
         f"GPUs: {pool}",
         f"pairs: {_matrix_text(plan)}",
-        f"jobs: {len(plan.todo)} to run, one process per model (model loaded once); "
-        f"expected makespan {duration(plan.expected_makespan())}"
-        + (f"; --limit {plan.limit} samples per benchmark" if plan.limit else ""),
+        f"units: {sum(j.units for j in plan.todo)} (shards of the benchmarks' rows, taken by workers that "
+        "load their model once; idle GPUs take over the open units of the model with the most left)",
+        f"first workers: {workers or '-'}",
     ]
+    if runnable:
+        sim = Plan(runnable, plan.gpus, plan.limit)
+        span, bound = sim.expected_makespan(), sim.lower_bound()
+        lines.append(f"expected makespan {duration(span)} (lower bound {duration(bound)}: "
+                     f"{span / bound if bound else 1:.2f}x)"
+                     + (f"; --limit {plan.limit} samples per benchmark" if plan.limit else ""))  # fmt: skip
     if plan.dropped:
         lines.append(f"left out, unknown to the env's VLMEvalKit (--skip-unsupported): "
                      f"{len(plan.dropped)} pairs: " + _names([f"{m} x {b}" for m, b in sorted(plan.dropped)]))  # fmt: skip

@@ -6,6 +6,8 @@ Heavy: needs the tf437 env (built once per session by test_real_envs' fixture ho
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import csv
 import hashlib
 import json
@@ -58,8 +60,11 @@ def eval_ok(ws: Workspace, *args: str, timeout: float = 900):
     return proc
 
 
-def events(run: Path, job: str) -> list[dict]:
-    return read_all(run / ".spectravenv" / "events" / f"{job}.jsonl")
+def events(run: Path, model: str) -> list[dict]:
+    """Every event of a model's workers (`<model>.w<N>.jsonl`), in the order they happened."""
+    files = sorted((run / ".spectravenv" / "events").glob(f"{model}.w*.jsonl"))
+    evs = [dict(e, worker=f.name[: -len(".jsonl")]) for f in files for e in read_all(f)]
+    return sorted(evs, key=lambda e: e.get("time", 0.0))
 
 
 def kinds(evs: list[dict], kind: str, bench: str | None = None) -> list[dict]:
@@ -338,31 +343,92 @@ def predictions(run: Path, model: str, bench: str) -> dict:
     return {r[i]: r[p] for r in rows[1:]}
 
 
-def test_idle_gpus_split_a_job_data_parallel_with_the_same_predictions(demo_ws, tmp_path):
-    """One job, two fake GPUs: the planner runs two replicas under torchrun (gloo on the CPU),
-    rank 0 merges, and the predictions equal a single process's."""
+# A demo model whose estimate (30 s a sample) makes a benchmark worth dividing; it really
+# takes `sleep` seconds a sample, so workers overlap and can be killed mid-unit.
+SPLIT_MODEL = (
+    '[models.split-demo]\nenv = "tf437"\nbuiltin = "demo-tiny-llava"\ncpu = true\n'
+    "seconds_per_sample = 30\nload_seconds = 1\nkwargs = { sleep = 0.25 }\n"
+)
+
+
+def fake_gpus(ws: Workspace, tmp_path: Path, n: int) -> None:
     from .gpu_fixtures import h100s
 
-    eval_ok(demo_ws, "demo-tiny-llava", "DemoMCQ", "--limit", "10", "--run-name", "single")
-    (tmp_path / "gpus.csv").write_text(h100s(2))
+    (tmp_path / "gpus.csv").write_text(h100s(n))
     fakes = Path(__file__).parent / "fakes"
-    demo_ws.env.update(
-        PATH=f"{fakes}:{demo_ws.env['PATH']}", FAKE_SMI_GPUS=str(tmp_path / "gpus.csv")
-    )
-    plan = demo_ws.run(
-        "eval", "demo-tiny-llava", "DemoMCQ", "--limit", "10", "--dry-run", check=True
-    )
-    assert "data-parallel: 2 replicas" in plan.stdout
-    eval_ok(demo_ws, "demo-tiny-llava", "DemoMCQ", "--limit", "10", "--run-name", "dp")
+    ws.env.update(PATH=f"{fakes}:{ws.env['PATH']}", FAKE_SMI_GPUS=str(tmp_path / "gpus.csv"))
 
-    run = demo_ws.cwd / "outputs" / "dp"
-    evs = events(run, "demo-tiny-llava")
-    assert kinds(evs, "job_started")[0]["world_size"] == 2
-    shards = {e["rank"]: e["total"] for e in kinds(evs, "progress") if e["rank"] == 1}
-    assert shards == {1: 5}, "rank 1 inferred its own half"
-    single = predictions(demo_ws.cwd / "outputs" / "single", "demo-tiny-llava", "DemoMCQ")
-    assert len(single) == 10
-    assert predictions(run, "demo-tiny-llava", "DemoMCQ") == single
+
+def score_files(run: Path, model: str, bench: str) -> dict[str, bytes]:
+    folder = run / model / bench
+    return {p.name: p.read_bytes() for p in sorted(folder.glob(f"{model}_{bench}_*.csv"))}
+
+
+def test_a_benchmark_split_over_three_workers_equals_one_process(demo_ws, tmp_path):
+    """Three fake GPUs: DemoMCQ is divided into units, three workers (each its own process,
+    its own CUDA_VISIBLE_DEVICES, the model loaded once) take them at the same time, and the
+    merged predictions and VLMEvalKit's score files are exactly a single process's."""
+    (demo_ws.cwd / "spectravenv.toml").write_text(SPLIT_MODEL)
+    eval_ok(demo_ws, "split-demo", "DemoMCQ", "--limit", "18", "--run-name", "single")
+    fake_gpus(demo_ws, tmp_path, 3)
+    plan = demo_ws.run("eval", "split-demo", "DemoMCQ", "--limit", "18", "--dry-run", check=True)
+    assert "expected makespan" in plan.stdout and "lower bound" in plan.stdout
+    eval_ok(demo_ws, "split-demo", "DemoMCQ", "--limit", "18", "--run-name", "split")
+
+    run, single = demo_ws.cwd / "outputs" / "split", demo_ws.cwd / "outputs" / "single"
+    evs = events(run, "split-demo")
+    started = kinds(evs, "job_started")
+    assert sorted(e["cuda_visible_devices"] for e in started) == ["0", "1", "2"]
+    assert len({e["pid"] for e in started}) == 3 and len(kinds(evs, "model_loaded")) == 3
+    ends = [e["time"] for e in kinds(evs, "job_done")]
+    assert max(e["time"] for e in started) < min(ends), "the three workers ran at once"
+    units = kinds(evs, "unit_done", "DemoMCQ")
+    assert len({e["worker"] for e in units}) == 3
+    assert sorted(e["unit"] for e in units) == list(range(units[0]["of"]))  # each unit once
+    assert sum(e["samples"] for e in units) == 18
+    assert len(kinds(evs, "benchmark_done", "DemoMCQ")) == 1
+    assert predictions(run, "split-demo", "DemoMCQ") == predictions(single, "split-demo", "DemoMCQ")
+    pred = "split-demo/DemoMCQ/split-demo_DemoMCQ.xlsx"
+    assert (run / pred).read_bytes() == (single / pred).read_bytes()  # the same file, byte for byte
+    assert score_files(run, "split-demo", "DemoMCQ") == score_files(single, "split-demo", "DemoMCQ")
+
+
+def test_a_worker_killed_mid_unit_loses_only_that_unit_and_resume_finishes_the_same(
+    demo_ws, tmp_path
+):
+    (demo_ws.cwd / "spectravenv.toml").write_text(SPLIT_MODEL)
+    eval_ok(demo_ws, "split-demo", "DemoShapes", "--limit", "16", "--run-name", "whole")
+    fake_gpus(demo_ws, tmp_path, 2)
+    p = demo_ws.popen("eval", "split-demo", "DemoShapes", "--limit", "16", "--run-name", "killed")
+    run = demo_ws.cwd / "outputs" / "killed"
+    # Once a unit is done and the next is under way: SIGKILL a worker, then the dispatcher.
+    wait_for(
+        lambda: kinds(events(run, "split-demo"), "unit_done"), what="a finished unit", timeout=300
+    )
+    wait_for(lambda: kinds(events(run, "split-demo"), "progress"), what="progress", timeout=300)
+    victim = kinds(events(run, "split-demo"), "job_started")[0]["pid"]
+    os.killpg(p.pid, signal.SIGKILL)
+    os.kill(victim, signal.SIGKILL)
+    p.communicate(timeout=60)
+    for e in kinds(events(run, "split-demo"), "job_started"):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(e["pid"], signal.SIGKILL)
+    done_before = {(e["unit"], e["of"]) for e in kinds(events(run, "split-demo"), "unit_done")}
+    assert done_before
+
+    resumed = eval_ok(demo_ws, "--resume", str(run))
+    evs = events(run, "split-demo")
+    # Units finished before the kill were inferred once, never again.
+    starts = collections.Counter((e["unit"], e["of"]) for e in kinds(evs, "unit_started"))
+    assert all(starts[u] == 1 for u in done_before), (starts, resumed.stderr)
+    assert {(e["unit"], e["of"]) for e in kinds(evs, "unit_done")} == set(starts)
+    whole = demo_ws.cwd / "outputs" / "whole"
+    assert predictions(run, "split-demo", "DemoShapes") == predictions(
+        whole, "split-demo", "DemoShapes"
+    )
+    assert score_files(run, "split-demo", "DemoShapes") == score_files(
+        whole, "split-demo", "DemoShapes"
+    )
 
 
 def test_retries_rerun_only_what_failed(demo_ws):

@@ -9,19 +9,15 @@ import os
 import time
 from pathlib import Path
 
+import openpyxl
 import pytest
-from svrunner.protocol import read_events as read_all
 
 from .test_envs import one_line_error
-from .test_eval_demo import USER_MODELS, eval_ok, kinds, wait_for
+from .test_eval_demo import USER_MODELS, eval_ok, events, kinds, wait_for
 from .test_slurm_cluster import slurm, slurm_cluster  # noqa: F401  (autouse: cluster or skip/fail)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.heavy]
 SLURM = ["--launcher", "slurm", "--cpus-per-gpu", "1"]
-
-
-def events(run: Path, job: str) -> list[dict]:
-    return read_all(run / ".spectravenv" / "events" / f"{job}.jsonl")
 
 
 def summary(run: Path) -> dict[tuple[str, str], dict[str, str]]:
@@ -45,7 +41,7 @@ def test_demo_through_slurm_matches_a_local_run_in_shape(demo_ws):
     # Same samples, same model, same scores.
     assert [a[k]["value"] for k in sorted(a)] == [b[k]["value"] for k in sorted(b)]
     manifest = json.loads((slu / "run.json").read_text())
-    assert manifest["launcher"] == "slurm" and manifest["slurm_jobs"]["demo-tiny-llava"]
+    assert manifest["launcher"] == "slurm" and manifest["slurm_jobs"]["demo-tiny-llava.w1"]
 
 
 def test_gpu_jobs_get_distinct_devices_from_slurm(demo_ws):
@@ -66,7 +62,7 @@ def test_a_cancelled_job_is_reported_and_resume_completes_it(demo_ws):
     p = demo_ws.popen("eval", "slow-demo", "DemoMCQ", "--limit", "20", "--run-name", "c", *SLURM)
     run = demo_ws.cwd / "outputs" / "c"
     wait_for(lambda: kinds(events(run, "slow-demo"), "progress", "DemoMCQ"), what="progress")
-    job_id = json.loads((run / "run.json").read_text())["slurm_jobs"]["slow-demo"]
+    job_id = json.loads((run / "run.json").read_text())["slurm_jobs"]["slow-demo.w1"]
     slurm("scancel", job_id)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 1, err
@@ -135,7 +131,9 @@ def test_a_controller_that_stops_answering_for_a_while_does_not_stop_the_run(dem
     import signal
 
     (demo_ws.cwd / "spectravenv.toml").write_text(USER_MODELS)
-    p = demo_ws.popen("eval", "slow-demo", "DemoMCQ", "--limit", "20", "--run-name", "pause", *SLURM)
+    p = demo_ws.popen(
+        "eval", "slow-demo", "DemoMCQ", "--limit", "20", "--run-name", "pause", *SLURM
+    )
     run = demo_ws.cwd / "outputs" / "pause"
     wait_for(lambda: kinds(events(run, "slow-demo"), "progress", "DemoMCQ"), what="progress")
     pid_file = Path(os.environ["SLURM_CONF"]).parent / "run" / "slurmctld.pid"
@@ -155,9 +153,11 @@ def test_resume_waits_for_live_slurm_jobs_instead_of_duplicating_them(demo_ws):
     from .test_slurm_cluster import wait_for_job
 
     (demo_ws.cwd / "spectravenv.toml").write_text(USER_MODELS)
-    eval_ok(demo_ws, "slow-demo", "DemoMCQ", "--limit", "12", "--run-name", "nw", *SLURM, "--no-wait")
+    eval_ok(
+        demo_ws, "slow-demo", "DemoMCQ", "--limit", "12", "--run-name", "nw", *SLURM, "--no-wait"
+    )
     run = demo_ws.cwd / "outputs" / "nw"
-    job_id = json.loads((run / "run.json").read_text())["slurm_jobs"]["slow-demo"]
+    job_id = json.loads((run / "run.json").read_text())["slurm_jobs"]["slow-demo.w1"]
     for resume in (("--resume", str(run), *SLURM), ("--resume", str(run))):
         msg = one_line_error(demo_ws.run("eval", *resume, timeout=120))
         assert f"still has Slurm jobs queued or running ({job_id})" in msg
@@ -165,3 +165,40 @@ def test_resume_waits_for_live_slurm_jobs_instead_of_duplicating_them(demo_ws):
     again = eval_ok(demo_ws, "--resume", str(run), *SLURM)
     assert "already done" in again.stderr
     assert len(kinds(events(run, "slow-demo"), "job_started")) == 1
+
+
+def test_two_slurm_workers_share_one_benchmark_and_never_run_the_same_unit(demo_ws):
+    """Workers are batch jobs that claim units from the run folder: a benchmark the cost model
+    says is long is split into units, two Slurm jobs (--max-gpus 2) take them, and each unit
+    is inferred once; the merged predictions equal a single local process's."""
+    # The estimate (30 s a sample) makes DemoMCQ long enough to divide; the run itself is fast.
+    (demo_ws.cwd / "spectravenv.toml").write_text(
+        '[models.claim-demo]\nenv = "tf437"\nbuiltin = "demo-tiny-llava"\ncpu = true\n'
+        "seconds_per_sample = 30\nload_seconds = 1\nkwargs = { sleep = 0.3 }\n"
+    )
+    eval_ok(demo_ws, "claim-demo", "DemoMCQ", "--limit", "16", "--run-name", "one")
+    proc = eval_ok(demo_ws, "claim-demo", "DemoMCQ", "--limit", "16", "--run-name", "two",
+                   "--max-gpus", "2", *SLURM)  # fmt: skip
+    run = demo_ws.cwd / "outputs" / "two"
+    evs = events(run, "claim-demo")
+    workers = {e["worker"] for e in kinds(evs, "job_started")}
+    assert len(workers) == 2, proc.stderr
+    assert len(json.loads((run / "run.json").read_text())["slurm_jobs"]) == 2
+    started = [(e["unit"], e["of"]) for e in kinds(evs, "unit_started", "DemoMCQ")]
+    done = [(e["unit"], e["of"]) for e in kinds(evs, "unit_done", "DemoMCQ")]
+    [(_, shards)] = {(0, of) for _, of in started}
+    assert shards > 2 and sorted(started) == sorted(done) == [(k, shards) for k in range(shards)]
+    assert {e["worker"] for e in kinds(evs, "unit_done")} == workers  # both took units
+    assert len(kinds(evs, "benchmark_done", "DemoMCQ")) == 1  # evaluated once, on the merged file
+
+    def predictions(name: str) -> list:
+        sheet = openpyxl.load_workbook(
+            demo_ws.cwd / "outputs" / name / "claim-demo/DemoMCQ/claim-demo_DemoMCQ.xlsx"
+        )
+        return list(sheet.active.values)
+
+    assert predictions("two") == predictions("one")
+    assert (
+        summary(run)[("claim-demo", "DemoMCQ")]["value"]
+        == summary(demo_ws.cwd / "outputs" / "one")[("claim-demo", "DemoMCQ")]["value"]
+    )

@@ -12,10 +12,10 @@ never drift apart.
     locking      lock files that never hang: timeouts, holder info, stale-lock recovery
     sampling     the stratified, content-keyed --limit subset
     fingerprint  what makes a prediction reusable: settings, env, model, checkpoint, data
-    dist         torchrun rank bookkeeping and collectives that cannot leave a rank waiting
+    units        work units on disk: claims (O_EXCL, NFS-safe), done and failed markers
     kit          the VLMEvalKit adapter (0.0.20), imported inside the env only
     predictions  reuse of earlier and partial predictions
-    runner       one benchmark: data, subset, inference, evaluation, events
+    runner       the worker: pairs prepared once, infer units, the merge and evaluation
     demo         the built-in demo model and datasets
     main         the entry point (runners/vlmeval_runner.py calls it)
 """

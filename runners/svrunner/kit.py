@@ -7,6 +7,7 @@ exactly as run.py calls them (same judge kwargs), so predictions and score files
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import os
@@ -52,10 +53,11 @@ class Kit:
         import vlmeval  # noqa: F401
         import vlmeval.inference as inference
         from vlmeval.dataset import DATASET_CLASSES, build_dataset
-        from vlmeval.inference import infer_data_job
+        from vlmeval.inference import infer_data, infer_data_job
         from vlmeval.smp import dump, get_pred_file_path, load
 
         self.build_dataset = build_dataset
+        self.infer_data = infer_data
         self.infer_data_job = infer_data_job
         self.infer_params = set(inspect.signature(infer_data_job).parameters)
         self.load, self.dump = load, dump
@@ -123,8 +125,8 @@ def sdpa_for_flash_attention() -> list[str]:
     not installed (it is on no index these locks can hash: PyPI has only its source, which
     needs a CUDA toolchain and an hour to build). Many VLMEvalKit wrappers hard-code
     attn_implementation="flash_attention_2" (Qwen2/2.5/3-VL, Gemma 3, Idefics, Phi-3.5, ...),
-    which would otherwise fail at load. SDPA computes the same attention; numbers can differ in
-    the last digits. Returns the list that records, per loaded class, that the swap happened
+    which would otherwise fail at load. The request is withdrawn, so transformers uses SDPA (or
+    eager where the class has no SDPA), the same attention; numbers can differ in the last digits. Returns the list that records, per loaded class, that the swap happened
     (the runner reports it in `model_loaded`, and the report shows it)."""
     swapped: list[str] = []
     try:
@@ -141,18 +143,81 @@ def sdpa_for_flash_attention() -> list[str]:
         return swapped
 
     def from_pretrained(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        # The request is withdrawn, not replaced by "sdpa": transformers then picks SDPA where
+        # the class supports it and eager where it does not (Idefics2 in 4.40 has no SDPA;
+        # Idefics3's vision tower in 4.48 rejects it once it is copied into the sub-configs).
+        asked = False
         for key in ("attn_implementation", "_attn_implementation"):
             if kwargs.get(key) == "flash_attention_2":
-                kwargs[key] = "sdpa"
-                swapped.append(cls.__name__)
+                del kwargs[key]
+                asked = True
         if kwargs.pop("use_flash_attention_2", False):
-            kwargs.setdefault("attn_implementation", "sdpa")
-            swapped.append(cls.__name__)
-        return original(cls, *args, **kwargs)
+            asked = True
+        # The Auto classes (AutoModelForImageTextToText, ...) hand attn_implementation to
+        # AutoConfig first, so it arrives here inside the config (and its sub-configs).
+        config = kwargs.get("config")
+        if getattr(config, "_attn_implementation_internal", None) == "flash_attention_2":
+            config = kwargs["config"] = copy.deepcopy(config)
+            subs = [getattr(config, k, None) for k in (getattr(config, "sub_configs", None) or {})]
+            for sub in [config, *subs]:
+                if getattr(sub, "_attn_implementation_internal", None) == "flash_attention_2":
+                    sub._attn_implementation_internal = None
+            asked = True
+        model = original(cls, *args, **kwargs)
+        if asked:
+            used = getattr(getattr(model, "config", None), "_attn_implementation", None) or "default"
+            swapped.append(f"{cls.__name__} ({used})")
+        return model
 
     from_pretrained._spectravenv_sdpa = True  # type: ignore[attr-defined]
     base.from_pretrained = classmethod(from_pretrained)
     return swapped
+
+
+def plain_parse_response() -> list[str]:
+    """Make `processor.parse_response(text)` give the answer text, as VLMEvalKit's Gemma 4 wrapper
+    expects. The wrapper calls it with the decoded text alone and reads 'answer' or 'response'
+    from a dict; transformers 5.20 raises without a `response_template` on the tokenizer, wants
+    `prefix=`, and returns {"role", "content", "thinking"}, so every Gemma 4 answer would be an
+    error or a dict's repr. Here: no template -> the text unchanged (what the wrapper's hasattr
+    check means to do without one), a template -> parsed with an empty prefix and its content.
+    Returns the list that records, per processor class, that it was used."""
+    used: list[str] = []
+    try:
+        from transformers import processing_utils
+    except Exception:
+        return used
+    mixin = processing_utils.ProcessorMixin
+    original = getattr(mixin, "parse_response", None)
+    if original is None or getattr(original, "_spectravenv_plain", False):
+        return used
+    if "prefix" not in inspect.signature(original).parameters:
+        return used  # a release whose parse_response takes the text alone: leave it
+
+    def parse_response(self: Any, response: Any, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:
+            return original(self, response, *args, **kwargs)  # a caller that knows the new API
+        used.append(type(self).__name__)
+        tokenizer = getattr(self, "tokenizer", None)
+        if not isinstance(response, str) or getattr(tokenizer, "response_template", None) is None:
+            return response
+        parsed = original(self, response, prefix="")
+        return parsed.get("content", response) if isinstance(parsed, dict) else parsed
+
+    parse_response._spectravenv_plain = True  # type: ignore[attr-defined]
+    mixin.parse_response = parse_response
+    return used
+
+
+def compat_notes(swapped: list[str], parsed: list[str]) -> str:
+    """One line for `model_loaded` and the report: which compatibility fixes were used."""
+    notes = []
+    if swapped:
+        notes.append("PyTorch attention instead of flash_attention_2 (flash-attn is not installed) for "
+                     + ", ".join(sorted(set(swapped))))  # fmt: skip
+    if parsed:
+        notes.append("parse_response of the plain answer text for " + ", ".join(sorted(set(parsed))))
+    return "; ".join(notes)
 
 
 def unavailable_reason(factory: Any) -> str | None:

@@ -1,10 +1,10 @@
-"""The runner's entry point: job file in, events out, exit code for the dispatcher.
+"""The runner's entry point: a worker's job file in, events out, exit code for the dispatcher.
 
     <env>/bin/python runners/vlmeval_runner.py JOB_JSON
-    <env>/bin/python -m torch.distributed.run --nproc-per-node=K runners/vlmeval_runner.py JOB_JSON
 
-Exit codes: 0 every benchmark done, 1 some benchmark failed, 2 a job-level failure. The exit code
-alone is never trusted by the dispatcher: the events say what happened.
+One process, one model (on one GPU, several with device_map="auto", or the CPU), as many units of
+it as it can claim. Exit codes: 0 nothing failed here, 1 some benchmark failed, 2 a job-level
+failure. The exit code alone is never trusted by the dispatcher: the events say what happened.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import time
 from typing import Any
 
 from . import redact
-from .dist import Dist, pin_local_gpus, run_everywhere
 from .errors import failure_info
 from .kit import (
     Kit,
@@ -28,9 +27,9 @@ from .kit import (
     versions,
 )
 from .protocol import SCHEMA, EventLog
-from .runner import Runner
+from .runner import Worker
 
-JOB_SCHEMA = 2
+JOB_SCHEMA = 3
 
 
 def load_job(path: str) -> dict[str, Any]:
@@ -38,7 +37,7 @@ def load_job(path: str) -> dict[str, Any]:
         job = json.load(fh)
     if job.get("schema") != JOB_SCHEMA:
         raise ValueError(f"job schema {job.get('schema')!r} is not {JOB_SCHEMA}")
-    for key in ("job_id", "model", "benchmarks", "work_dir", "events", "data_root", "assets_dir"):
+    for key in ("job_id", "model", "benchmarks", "work_dir", "events", "data_root", "assets_dir", "units_dir"):
         if key not in job:
             raise ValueError(f"job file lacks {key!r}")
     model = job["model"]
@@ -86,84 +85,65 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         sys.stderr.write("usage: vlmeval_runner.py JOB_JSON\n")
         return 2
-    dist = Dist()
     redactor = redact.from_environment()
     try:
         job = load_job(argv[1])
     except Exception as exc:
         log(f"bad job file: {redactor.text(str(exc))}")
-        _report_bad_job(argv[1], exc, dist.rank, redactor)
+        _report_bad_job(argv[1], exc, 0, redactor)
         return 2
 
-    events = EventLog(job["events"], job["job_id"], dist.rank, redactor)
-    runner = Runner(job, dist, events)
+    events = EventLog(job["events"], job["job_id"], 0, redactor)
+    worker = Worker(job, events)
     try:
         prepare_environment(job)
-        pin_local_gpus()
         import torch
 
         torch.manual_seed(int(job["seed"]))
-        dist.init()
-        t_job = runner.emit0("job_started", pid=os.getpid(), python=sys.executable, versions=versions(),
-                             world_size=dist.world, schema=SCHEMA, startup_seconds=seconds_since_process_start(),
-                             **cuda_facts())  # fmt: skip
+        t_job = worker.emit("job_started", pid=os.getpid(), python=sys.executable, versions=versions(),
+                            world_size=1, schema=SCHEMA, startup_seconds=seconds_since_process_start(),
+                            model=worker.model_name, **cuda_facts())  # fmt: skip
     except Exception as exc:
-        runner.emit0("job_failed", stage="setup", **failure_info(exc))
+        worker.emit("job_failed", stage="setup", **failure_info(exc))
         return 2
 
-    # import VLMEvalKit and build the model on every rank; agree on failure
     t0 = time.time()
     timing: dict[str, Any] = {}
-
-    def import_kit() -> None:
-        runner.kit = Kit()
+    try:
+        worker.kit = Kit()
         timing["import_seconds"] = round(time.time() - t0, 3)
-
-    _, failure = run_everywhere(dist, import_kit)
-    if failure:
-        log(f"vlmeval could not be imported: {redactor.text(failure['error'])}")
-        runner.emit0("job_failed", stage="import", **failure)
-        dist.close()
+    except Exception as exc:
+        log(f"vlmeval could not be imported: {redactor.text(str(exc))}")
+        worker.emit("job_failed", stage="import", **failure_info(exc))
         return 2
 
-    def load_model() -> Any:
+    try:
         from .fingerprint import checkpoint_identity
-        from .kit import sdpa_for_flash_attention
+        from .kit import compat_notes, plain_parse_response, sdpa_for_flash_attention
 
         factory, source, kwargs = model_factory(job["model"], job["assets_dir"])
         swapped = sdpa_for_flash_attention()
+        parsed = plain_parse_response()
         t1 = time.time()
-        model = build_model(factory, runner.model_name)
-        if swapped:
-            timing["attention"] = ("sdpa instead of flash_attention_2 (flash-attn is not installed) for "
-                                   + ", ".join(sorted(set(swapped))))  # fmt: skip
+        worker.model = build_model(factory, worker.model_name)
         timing.update(build_seconds=round(time.time() - t1, 3), source=source)
+        if swapped:
+            timing["attention"] = compat_notes(swapped, [])
         # The checkpoint it really loaded (after a first download the hub revision is known).
-        path = getattr(model, "model_path", None) or kwargs.get("model_path")
-        runner.checkpoint = checkpoint_identity(path if isinstance(path, str) else None,
-                                                os.environ.get("HF_HOME"))  # fmt: skip
-        return model
-
-    runner.model, failure = run_everywhere(dist, load_model)
-    if failure:
-        log(f"model could not be built: {redactor.text(failure['error'])}")
-        runner.emit0("job_failed", stage="model", **failure)
-        dist.close()
+        path = getattr(worker.model, "model_path", None) or kwargs.get("model_path")
+        worker.checkpoint = checkpoint_identity(path if isinstance(path, str) else None, os.environ.get("HF_HOME"))
+    except Exception as exc:
+        log(f"model could not be built: {redactor.text(str(exc))}")
+        worker.emit("job_failed", stage="model", **failure_info(exc))
         return 2
-    runner.emit0("model_loaded", seconds=round(time.time() - t0, 3), model=runner.model_name,
-                 model_class=type(runner.model).__name__, **timing)  # fmt: skip
+    worker.emit("model_loaded", seconds=round(time.time() - t0, 3), model=worker.model_name,
+                model_class=type(worker.model).__name__, **timing)  # fmt: skip
 
-    failed: list[str] = []
-    for bench in job["benchmarks"]:
-        try:
-            ok = runner.run_benchmark(bench)
-        except Exception as exc:
-            ok = runner.fail(bench["name"], "runner", failure_info(exc))
-        if not ok:
-            failed.append(bench["name"])
+    failed = worker.work()
     # The job's one duration: from job_started to job_done, as the report and the summary log
     # compute it from these two events.
     end = time.time()
-    runner.emit0("job_done", at=end, ok=not failed, failed=failed, seconds=round(end - t_job, 3))
-    dist.close()
+    # parse_response is only called while answering, so its note comes with the job's end.
+    extra = {"compat": compat_notes([], parsed)} if parsed else {}
+    worker.emit("job_done", at=end, ok=not failed, failed=failed, seconds=round(end - t_job, 3), **extra)
     return 1 if failed else 0

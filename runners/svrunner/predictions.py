@@ -3,8 +3,8 @@ twice, and nothing is reused that was made under another fingerprint.
 
 Sources of reusable answers, all in the pair's folder: the runner's own archive
 (`.spectravenv_predictions.pkl`, which survives VLMEvalKit rewriting its prediction file), the
-prediction file, VLMEvalKit's `_PREV.pkl` and the per-rank pickles of any world size (a job killed
-under torchrun -n 4 and resumed with one process still reuses them). The pair's fingerprint is
+prediction file, VLMEvalKit's `_PREV.pkl`, the units' files (`.spectravenv_units/`, of any
+sharding: a run resumed with other unit sizes still reuses them) and rank pickles. The pair's fingerprint is
 kept in `.spectravenv_pair.json`; when it differs from the current one, everything in the folder
 moves to `.superseded/<n>/` (kept, never deleted) and the pair starts afresh.
 """
@@ -23,6 +23,7 @@ from .files import write_atomic
 from .kit import Kit, log
 
 ARCHIVE = ".spectravenv_predictions.pkl"
+UNITS = ".spectravenv_units"  # each unit's own predictions (infer_data's out_file)
 PAIR_STATE = ".spectravenv_pair.json"
 SUPERSEDED = ".superseded"
 
@@ -91,7 +92,9 @@ def reusable(kit: Kit, pair_dir: str, model: str, dname: str) -> dict[str, Any]:
             add(dict(zip(df["index"], df["prediction"])))
     prev = os.path.join(pair_dir, f"{model}_{dname}_PREV.pkl")
     pat = re.compile(r"^\d+_" + re.escape(dname) + r"\.pkl$")
-    for path in [prev] + [os.path.join(pair_dir, f) for f in sorted(os.listdir(pair_dir)) if pat.match(f)]:
+    shard_dir = os.path.join(pair_dir, UNITS)
+    shard_files = [os.path.join(shard_dir, f) for f in sorted(os.listdir(shard_dir))] if os.path.isdir(shard_dir) else []
+    for path in [prev, *shard_files] + [os.path.join(pair_dir, f) for f in sorted(os.listdir(pair_dir)) if pat.match(f)]:
         if os.path.exists(path):
             try:
                 add(kit.load(path))
@@ -101,22 +104,48 @@ def reusable(kit: Kit, pair_dir: str, model: str, dname: str) -> dict[str, Any]:
     return union
 
 
-def seed_rank_pickles(pair_dir: str, dname: str, union: dict[str, Any],
-                      index_of: dict[str, Any], world: int) -> None:  # fmt: skip
-    """Hand reusable predictions to infer_data through this world size's rank pickles.
+def unit_file(pair_dir: str, shards: int, index: int) -> str:
+    """Where one unit's predictions go (infer_data's out_file): a pickle {index: prediction}."""
+    return os.path.join(pair_dir, UNITS, f"n{shards}-{index}.pkl")
 
-    infer_data(rank r) starts from _PREV.pkl (written by infer_data_job from the prediction file
-    only) updated with `{r}{world}_{dataset}.pkl`; entries outside r's shard are dropped by
-    infer_data itself.
-    """
+
+def seed_prev(kit: Kit, pair_dir: str, model: str, dname: str, union: dict[str, Any],
+              index_of: dict[str, Any]) -> None:  # fmt: skip
+    """Hand reusable predictions to every unit's infer_data through VLMEvalKit's _PREV.pkl (it
+    starts from that file, then skips the rows it holds)."""
     seeded = {index_of[k]: v for k, v in union.items() if k in index_of}
-    mine = {f"{r}{world}_{dname}.pkl" for r in range(world)}
-    pat = re.compile(r"^(\d+)_" + re.escape(dname) + r"\.pkl$")
-    for f in os.listdir(pair_dir):
-        if pat.match(f) and f not in mine:
-            os.remove(os.path.join(pair_dir, f))  # another world size: already in the archive
-    for name in mine:
-        write_atomic(os.path.join(pair_dir, name), pickle.dumps(dict(seeded)))
+    write_atomic(os.path.join(pair_dir, f"{model}_{dname}_PREV.pkl"), pickle.dumps(seeded))
+
+
+def known(kit: Kit, pair_dir: str, model: str, dname: str, out_file: str) -> set[str]:
+    """Rows already answered for a unit: in _PREV.pkl or in its own file (a unit cut short)."""
+    keys: set[str] = set()
+    for path in (os.path.join(pair_dir, f"{model}_{dname}_PREV.pkl"), out_file):
+        if os.path.exists(path):
+            try:
+                keys |= {str(k) for k, v in kit.load(path).items() if not kit.is_failed(v)}
+            except Exception as exc:  # a pickle cut short by a kill
+                log(f"ignoring unreadable {os.path.basename(path)}: {exc}")
+    return keys
+
+
+def merge_units(kit: Kit, pair_dir: str, model: str, dname: str, shards: int, rows: list[Any]) -> int:
+    """Every row's prediction, from _PREV.pkl and the units' files, into the rank file that
+    VLMEvalKit's infer_data_job (world size 1) reads; returns how many rows."""
+    merged: dict[Any, Any] = {}
+    prev = os.path.join(pair_dir, f"{model}_{dname}_PREV.pkl")
+    if os.path.exists(prev):
+        merged.update(kit.load(prev))
+    for k in range(shards):
+        path = unit_file(pair_dir, shards, k)
+        if os.path.exists(path):
+            merged.update(kit.load(path))
+    by_str = {str(k): v for k, v in merged.items()}
+    missing = [r for r in rows if str(r) not in by_str]
+    if missing:
+        raise RuntimeError(f"{len(missing)} of {len(rows)} rows have no prediction after all units (first: {missing[:5]})")
+    write_atomic(os.path.join(pair_dir, f"01_{dname}.pkl"), pickle.dumps({r: by_str[str(r)] for r in rows}))
+    return len(rows)
 
 
 def update_archive(kit: Kit, pair_dir: str, pred_file: str) -> None:
@@ -130,5 +159,3 @@ def update_archive(kit: Kit, pair_dir: str, pred_file: str) -> None:
     write_atomic(archive, pickle.dumps(union))
 
 
-def archived_keys(pair_dir: str) -> set[str]:
-    return set(_load_archive(os.path.join(pair_dir, ARCHIVE)))

@@ -15,10 +15,13 @@ Kinds (fields beyond the common four):
                        cuda_runtime, gpu_names
     model_loaded       seconds, import_seconds, build_seconds, model_class, source
     pair_reset         benchmark, changed (what differs from the last attempt), moved_to
-    benchmark_started  benchmark, total, reused, rows_full, fingerprint, prediction_file, ...
-    progress           benchmark, done, total [, shard=[rank, world]]
+    benchmark_started  benchmark, total, reused, shards, rows_full, fingerprint, prediction_file, ...
+                       (once per pair and preparation, by the first worker to reach it)
+    unit_started       benchmark, unit, of, rows, reused
+    progress           benchmark, done, total [, shard=[unit, of]]
+    unit_done          benchmark, unit, of, samples (inferred, not reused), seconds
     benchmark_done     benchmark, fingerprint, prediction_file, score_files, eval_files,
-                       samples, seconds, failed_predictions, metrics [, eval_skipped]
+                       samples, seconds (merge and evaluation), shards, failed_predictions, metrics
     benchmark_failed   benchmark, stage (dataset|infer|eval|runner), error, traceback, oom
     job_failed         stage (job|setup|import|model|dispatch), error, traceback, oom [, source]
     job_done           ok, failed, seconds
@@ -36,8 +39,8 @@ from typing import Any
 
 SCHEMA = 2
 KINDS = frozenset({
-    "job_started", "model_loaded", "pair_reset", "benchmark_started", "progress",
-    "benchmark_done", "benchmark_failed", "job_failed", "job_done",
+    "job_started", "model_loaded", "pair_reset", "benchmark_started", "unit_started", "progress",
+    "unit_done", "benchmark_done", "benchmark_failed", "job_failed", "job_done",
 })  # fmt: skip
 TERMINAL = frozenset({"job_done", "job_failed"})
 

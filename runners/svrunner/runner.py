@@ -1,23 +1,28 @@
-"""One job inside the env: the model built once, then each benchmark through VLMEvalKit.
+"""A worker inside the env: the model built once, then work units of it until none is left.
 
-Per benchmark: place built-in or user data, build the dataset, check the pair's fingerprint, apply
-the stratified limit, collect reusable predictions, run `infer_data_job`, then (rank 0)
-`dataset.evaluate` with run.py's judge kwargs, and report the score files it wrote. VLMEvalKit
-swallows errors and exits 0; this runner turns every failure into an event.
+A unit is one shard of a (model, benchmark)'s rows (svrunner.units). For a pair it touches first,
+a worker places built-in or user data, builds the dataset, applies the stratified limit and, under
+the pair's lock, checks the pair's fingerprint and gathers reusable predictions (once per pair).
+An infer unit runs VLMEvalKit's `infer_data` on its rows into its own file. When every shard of a
+pair is done, one worker claims the pair's evaluation: the shards' predictions are merged by
+VLMEvalKit's own `infer_data_job` (it finds every row answered, so the prediction file is exactly
+what one process would write), then `dataset.evaluate` runs once with run.py's judge kwargs.
+VLMEvalKit swallows errors and exits 0; this runner turns every failure into an event. Workers
+share nothing but files: no collective can leave one waiting for another.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
 import time
 from typing import Any
 
-from . import fingerprint, predictions
-from .dist import Dist, first_failure, run_everywhere
+from . import fingerprint, predictions, units
 from .errors import failure_info
-from .files import sha256_file
+from .files import sha256_file, write_atomic
 from .kit import (
     JUDGE_DEFAULTS,
     SCORE_EXT,
@@ -33,6 +38,7 @@ from .protocol import EventLog, jsonable, relative
 from .sampling import choose_subset
 
 DATA_LOCK_TIMEOUT = 3600.0  # downloading one official TSV can take a while
+PAIR_LOCK_TIMEOUT = 600.0  # another worker prepares the same pair: gathering predictions is quick
 
 
 class GenerateMonitor:
@@ -88,31 +94,46 @@ class GenerateMonitor:
             del self.model.generate
 
 
-class Runner:
-    def __init__(self, job: dict[str, Any], dist: Dist, events: EventLog) -> None:
-        self.job, self.dist, self.events = job, dist, events
+class Pair:
+    """What a worker holds for one (model, benchmark): the dataset, its rows, the file names."""
+
+    def __init__(self, bench: dict[str, Any], dataset: Any, pair_dir: str, pred_file: str, rows: list[Any],
+                 fingerprint_parts: dict[str, Any]) -> None:  # fmt: skip
+        self.bench, self.dataset, self.pair_dir, self.pred_file = bench, dataset, pair_dir, pred_file
+        self.rows, self.fingerprint = rows, fingerprint_parts
+        self.name: str = bench["name"]
+        self.shards: int = int(bench.get("shards", 1))
+        self.full_data = dataset.data  # the rows after the limit; units take slices of it
+
+
+class Worker:
+    def __init__(self, job: dict[str, Any], events: EventLog) -> None:
+        self.job, self.events = job, events
         self.model_name: str = job["model"]["name"]
         self.work_dir: str = job["work_dir"]
+        self.units_dir: str = job["units_dir"]
+        self.worker_id: str = job["job_id"]
         self.kit: Kit | None = None
         self.model: Any = None
         self.checkpoint: str | None = None  # the loaded checkpoint's identity (fingerprint)
+        self.pairs: dict[str, Pair] = {}
+        self.failed: set[str] = set()  # benchmarks this worker saw fail
 
-    def emit0(self, event: str, at: float | None = None, **fields: Any) -> float:
-        """Job-level events come from rank 0 only (progress excepted)."""
-        stamp = time.time() if at is None else at
-        if self.dist.rank == 0:
-            self.events.emit(event, at=stamp, **fields)
-        return stamp
+    def emit(self, event: str, at: float | None = None, **fields: Any) -> float:
+        return self.events.emit(event, at=at, **fields)
 
     def rel(self, path: str) -> str:
         return relative(path, self.work_dir)
 
-    def fail(self, bench: str, stage: str, failure: dict[str, Any]) -> bool:
+    def fail(self, bench: str, stage: str, failure: dict[str, Any], unit: units.Unit | None = None,
+             lock: Any = None) -> bool:  # fmt: skip
         log(f"{bench}: {stage} failed: {failure.get('error')}")
-        self.emit0("benchmark_failed", benchmark=bench, stage=stage, **failure)
+        self.emit("benchmark_failed", benchmark=bench, stage=stage, **failure)
+        self.failed.add(bench)
+        if unit is not None:
+            units.mark_failed(self.units_dir, unit, failure.get("error", ""), lock)
         return False
 
-    # -- data (rank 0) --
     def place_data(self, bench: dict[str, Any]) -> dict[str, Any]:
         """Put built-in / user TSVs at LMUData/<name>.tsv; returns extra event fields."""
         name, data_root = bench["name"], self.job["data_root"]
@@ -159,11 +180,9 @@ class Runner:
 
             write_atomic(stamp, digest + "\n")
         return extra
-
     def dataset_digest(self, path: str) -> str | None:
         cache = os.path.join(self.job["data_root"], ".spectravenv", "sha256")
         return fingerprint.dataset_sha256(path, cache)
-
     def build_dataset(self, name: str) -> Any:
         ds = self.kit.build_dataset(name)
         if ds is None:
@@ -173,13 +192,10 @@ class Runner:
             raise NotImplementedError(f"{name}: video and multi-turn datasets are not supported by "
                                       "the runner yet")  # fmt: skip
         return ds
-
     def fingerprint_parts(self, dataset: Any, name: str) -> dict[str, Any]:
         path = getattr(dataset, "data_path", None) or os.path.join(self.job["data_root"], f"{name}.tsv")
         return {**self.job.get("fingerprint", {}), "checkpoint": self.checkpoint,
                 "dataset": self.dataset_digest(path)}  # fmt: skip
-
-    # -- evaluation (rank 0) --
     def evaluate(self, dataset: Any, pair_dir: str, dname: str, pred_file: str,
                  expected: list[Any]) -> dict[str, Any]:  # fmt: skip
         kit = self.kit
@@ -233,7 +249,6 @@ class Runner:
         return {**result, "score_files": [self.rel(p) for p in scores],
                 "eval_files": [self.rel(p) for p in changed], "metrics": metrics,
                 "eval_seconds": round(time.time() - t0, 3)}  # fmt: skip
-
     def _drop_stale_eval_files(self, pair_dir: str, dname: str, pred_file: str, df: Any) -> None:
         import hashlib
         import json
@@ -256,123 +271,6 @@ class Runner:
         from .files import write_atomic
 
         write_atomic(stamp, json.dumps({"predictions": digest, "judge": self.job["judge"]}) + "\n")
-
-    # -- one benchmark --
-    def run_benchmark(self, bench: dict[str, Any]) -> bool:
-        job, dist, kit = self.job, self.dist, self.kit
-        name = bench["name"]
-        t0 = time.time()
-        pair_dir = os.path.join(self.work_dir, self.model_name, name)
-        log(f"--- {name} ---")
-
-        # dataset: rank 0 first (downloads, TSV placement), then the others (as run.py does)
-        def prepare() -> tuple[Any, dict[str, Any]]:
-            os.makedirs(pair_dir, exist_ok=True)
-            # VLMEvalKit downloads official TSVs straight to LMUData/<name>.tsv (not atomic):
-            # one job prepares a dataset at a time, on every node that shares LMUData.
-            lock = FileLock(os.path.join(job["data_root"], ".spectravenv", "locks", f"{name}.lock"),
-                            f"preparing dataset {name}")  # fmt: skip
-            with lock.hold(DATA_LOCK_TIMEOUT, on_wait=lambda h: log(f"waiting for {lock.busy_message(h)}")):
-                extra = self.place_data(bench)
-                ds = self.build_dataset(name)
-            changed, moved = predictions.check_fingerprint(pair_dir, self.fingerprint_parts(ds, name))
-            if changed:
-                self.emit0("pair_reset", benchmark=name, changed=changed,
-                           moved_to=self.rel(moved) if moved else None)  # fmt: skip
-                log(f"{name}: {', '.join(changed)} changed since the last attempt: starting afresh"
-                    + (f" (earlier files kept in {self.rel(moved)})" if moved else ""))
-            return ds, extra
-
-        res, failure = run_everywhere(dist, prepare, only_rank0=True)
-        if failure:
-            return self.fail(name, "dataset", failure)
-        dataset, extra = res if dist.rank == 0 else (None, {})
-        if dist.world > 1:  # a collective: every rank takes part, rank 0 has its dataset
-            built = dataset
-            dataset, failure = run_everywhere(dist, lambda: built if dist.rank == 0 else self.build_dataset(name))
-            if failure:
-                return self.fail(name, "dataset", failure)
-
-        # limit, then what earlier attempts already predicted
-        def select() -> dict[str, Any]:
-            data = dataset.data
-            info: dict[str, Any] = {"rows_full": len(data)}
-            if job.get("limit"):
-                rows, sub = choose_subset(
-                    list(data["index"]),
-                    list(data["category"]) if "category" in data.columns else None,
-                    int(job["limit"]), int(job["seed"]),
-                    list(data["g_index"]) if "g_index" in data.columns else None,
-                )  # fmt: skip
-                keep = {str(x) for x in rows}
-                dataset.data = data[[str(x) in keep for x in data["index"]]].copy()
-                info.update(indices=rows, subset=sub)
-            info["index_of"] = {str(x): x for x in dataset.data["index"]}
-            if dist.rank == 0:
-                union = predictions.reusable(kit, pair_dir, self.model_name, name)
-                predictions.seed_rank_pickles(pair_dir, name, union, info["index_of"], dist.world)
-            return info
-
-        info, failure = run_everywhere(dist, select)
-        if failure:
-            return self.fail(name, "dataset", failure)
-        index_of = info.pop("index_of")
-        data_index = [str(x) for x in dataset.data["index"]]
-        pred_file = kit.pred_path(pair_dir, self.model_name, name)
-
-        # what is left, globally and for this rank's strided shard (every rank reads the
-        # archive rank 0 just wrote: a shared filesystem under torchrun)
-        shard = data_index[dist.rank :: dist.world]
-        known = predictions.archived_keys(pair_dir)
-        reused_shard = sum(1 for k in shard if k in known)
-        totals = dist.gather((len(shard), reused_shard))
-        reused = sum(r for _, r in totals)
-        fp = self.fingerprint_parts(dataset, name) if dist.rank == 0 else {}
-        self.emit0("benchmark_started", benchmark=name, total=len(data_index), reused=reused,
-                   dataset_class=type(dataset).__name__, dataset_type=getattr(dataset, "TYPE", None),
-                   prediction_file=self.rel(pred_file), fingerprint=fp, **info, **extra)  # fmt: skip
-        log(f"{name}: {len(data_index)} samples, {reused} reused")
-
-        self._reseed()
-        monitor = GenerateMonitor(self.model, self.events, name, done=reused_shard, total=len(shard),
-                                  fail_msg=kit.fail_msg,
-                                  shard=[dist.rank, dist.world] if dist.world > 1 else None)  # fmt: skip
-
-        def infer() -> None:
-            kwargs = dict(model=self.model, work_dir=pair_dir, model_name=self.model_name,
-                          dataset=dataset, verbose=False, api_nproc=int(job["nproc"]))  # fmt: skip
-            kit.infer_data_job(**{k: v for k, v in kwargs.items() if k in kit.infer_params})
-
-        try:
-            _, failure = run_everywhere(dist, infer)
-        finally:
-            monitor.uninstall()
-        failure = failure or first_failure(dist.gather(monitor.failure))
-        if dist.rank == 0 and os.path.exists(pred_file):
-            try:
-                predictions.update_archive(kit, pair_dir, pred_file)
-            except Exception as exc:
-                log(f"could not update the prediction archive: {exc}")
-        if failure:
-            if dist.rank == 0 and os.path.exists(pred_file):
-                # infer_data_job wrote the file with FAIL rows; its good rows are in the archive.
-                # Move it aside so that "prediction file exists" keeps meaning "complete".
-                stem, ext = os.path.splitext(pred_file)
-                os.replace(pred_file, f"{stem}_INCOMPLETE{ext}")
-                failure = dict(failure, incomplete_prediction_file=self.rel(f"{stem}_INCOMPLETE{ext}"))
-            return self.fail(name, "infer", failure)
-
-        result, failure = run_everywhere(
-            dist, lambda: self.evaluate(dataset, pair_dir, name, pred_file, list(index_of.values())),
-            only_rank0=True,
-        )  # fmt: skip
-        if failure:
-            return self.fail(name, "eval", failure)
-        self.emit0("benchmark_done", benchmark=name, prediction_file=self.rel(pred_file),
-                   fingerprint=fp, seconds=round(time.time() - t0, 3), **(result or {}))  # fmt: skip
-        log(f"{name}: done, scores {(result or {}).get('score_files')}")
-        return True
-
     def _reseed(self) -> None:
         """Same RNG state at the start of every benchmark, whatever ran before it."""
         seed = int(self.job["seed"])
@@ -386,3 +284,158 @@ class Runner:
         import torch
 
         torch.manual_seed(seed)
+
+    # -- a pair, once per worker --
+    def pair(self, bench: dict[str, Any]) -> Pair:
+        name = bench["name"]
+        if name in self.pairs:
+            return self.pairs[name]
+        job = self.job
+        pair_dir = os.path.join(self.work_dir, self.model_name, name)
+        os.makedirs(pair_dir, exist_ok=True)
+        log(f"--- {name} ---")
+        # VLMEvalKit downloads official TSVs straight to LMUData/<name>.tsv (not atomic): one job
+        # prepares a dataset at a time, on every node that shares LMUData.
+        lock = FileLock(os.path.join(job["data_root"], ".spectravenv", "locks", f"{name}.lock"),
+                        f"preparing dataset {name}")  # fmt: skip
+        with lock.hold(DATA_LOCK_TIMEOUT, on_wait=lambda h: log(f"waiting for {lock.busy_message(h)}")):
+            extra = self.place_data(bench)
+            dataset = self.build_dataset(name)
+        data = dataset.data
+        info: dict[str, Any] = {"rows_full": len(data)}
+        if job.get("limit"):
+            rows, sub = choose_subset(
+                list(data["index"]),
+                list(data["category"]) if "category" in data.columns else None,
+                int(job["limit"]), int(job["seed"]),
+                list(data["g_index"]) if "g_index" in data.columns else None,
+            )  # fmt: skip
+            keep = {str(x) for x in rows}
+            dataset.data = data[[str(x) in keep for x in data["index"]]].copy()
+            info.update(indices=rows, subset=sub)
+        parts = self.fingerprint_parts(dataset, name)
+        pred_file = self.kit.pred_path(pair_dir, self.model_name, name)
+        p = Pair(bench, dataset, pair_dir, pred_file, list(dataset.data["index"]), parts)
+        # The first worker to reach the pair checks its fingerprint and gathers what earlier
+        # attempts predicted; the others find it prepared.
+        shards = int(bench.get("shards", 1))
+        prep = os.path.join(units.pair_dir(self.units_dir, self.model_name, name, shards), "prepared.json")
+        guard = FileLock(prep + ".lock", f"worker {self.worker_id}: preparing {self.model_name} x {name}")
+        with guard.hold(PAIR_LOCK_TIMEOUT):
+            digest = fingerprint.digest(parts)
+            prepared = None
+            if os.path.exists(prep):
+                with open(prep) as fh:
+                    prepared = json.load(fh)
+            if prepared is None or prepared.get("digest") != digest:
+                changed, moved = predictions.check_fingerprint(pair_dir, parts)
+                if changed:
+                    self.emit("pair_reset", benchmark=name, changed=changed, moved_to=self.rel(moved) if moved else None)
+                    log(f"{name}: {', '.join(changed)} changed since the last attempt: starting afresh"
+                        + (f" (earlier files kept in {self.rel(moved)})" if moved else ""))
+                union = predictions.reusable(self.kit, pair_dir, self.model_name, name)
+                index_of = {str(x): x for x in p.rows}
+                predictions.seed_prev(self.kit, pair_dir, self.model_name, name, union, index_of)
+                reused = sum(1 for k in index_of if k in union)
+                write_atomic(prep, json.dumps({"digest": digest, "rows": len(p.rows), "reused": reused}) + "\n")
+                self.emit("benchmark_started", benchmark=name, total=len(p.rows), reused=reused, shards=shards,
+                          dataset_class=type(dataset).__name__, dataset_type=getattr(dataset, "TYPE", None),
+                          prediction_file=self.rel(pred_file), fingerprint=parts, **info, **extra)  # fmt: skip
+                log(f"{name}: {len(p.rows)} samples in {shards} unit(s), {reused} reused")
+        self.pairs[name] = p
+        return p
+
+    # -- one infer unit --
+    def infer_unit(self, bench: dict[str, Any], unit: units.Unit, lock: Any) -> bool:
+        t0 = time.time()
+        try:
+            p = self.pair(bench)
+        except Exception as exc:
+            return self.fail(bench["name"], "dataset", failure_info(exc), unit, lock)
+        kit, name = self.kit, p.name
+        mine = [x for i, x in enumerate(p.rows) if i % p.shards == unit.index]
+        out_file = predictions.unit_file(p.pair_dir, p.shards, unit.index)
+        done_before = len(predictions.known(kit, p.pair_dir, self.model_name, name, out_file) & {str(x) for x in mine})
+        self.emit("unit_started", benchmark=name, unit=unit.index, of=p.shards, rows=len(mine), reused=done_before)
+        p.dataset.data = p.full_data[p.full_data["index"].isin(mine)]
+        self._reseed()
+        monitor = GenerateMonitor(self.model, self.events, name, done=done_before, total=len(mine),
+                                  fail_msg=kit.fail_msg, shard=[unit.index, p.shards] if p.shards > 1 else None)  # fmt: skip
+        try:
+            kit.infer_data(model=self.model, model_name=self.model_name, work_dir=p.pair_dir, dataset=p.dataset,
+                           out_file=out_file, api_nproc=int(self.job["nproc"]))  # fmt: skip
+        except Exception as exc:
+            return self.fail(name, "infer", failure_info(exc), unit, lock)
+        finally:
+            monitor.uninstall()
+            p.dataset.data = p.full_data
+        if monitor.failure is not None:
+            return self.fail(name, "infer", monitor.failure, unit, lock)
+        seconds = round(time.time() - t0, 3)
+        units.mark_done(self.units_dir, unit, {"worker": self.worker_id, "rows": len(mine)}, lock)
+        self.emit("unit_done", benchmark=name, unit=unit.index, of=p.shards, samples=len(mine) - done_before,
+                  seconds=seconds)  # fmt: skip
+        return True
+
+    # -- the pair's evaluation, once all its shards are in --
+    def evaluate_pair(self, bench: dict[str, Any], unit: units.Unit, lock: Any) -> bool:
+        t0 = time.time()
+        try:
+            p = self.pair(bench)
+            kit = self.kit
+            merged = predictions.merge_units(kit, p.pair_dir, self.model_name, p.name, p.shards, p.rows)
+            # VLMEvalKit writes the prediction file itself: every row answered, nothing inferred.
+            kit.infer_data_job(**{k: v for k, v in dict(model=self.model, work_dir=p.pair_dir, model_name=self.model_name,
+                                                         dataset=p.dataset, verbose=False,
+                                                         api_nproc=int(self.job["nproc"])).items()
+                                  if k in kit.infer_params})  # fmt: skip
+            predictions.update_archive(kit, p.pair_dir, p.pred_file)
+            log(f"{p.name}: {merged} predictions merged from {p.shards} unit(s)")
+        except Exception as exc:
+            return self.fail(bench["name"], "infer", failure_info(exc), unit, lock)
+        try:
+            result = self.evaluate(p.dataset, p.pair_dir, p.name, p.pred_file, p.rows)
+        except Exception as exc:
+            return self.fail(p.name, "eval", failure_info(exc), unit, lock)
+        units.mark_done(self.units_dir, unit, {"worker": self.worker_id}, lock)
+        self.emit("benchmark_done", benchmark=p.name, prediction_file=self.rel(p.pred_file), fingerprint=p.fingerprint,
+                  seconds=round(time.time() - t0, 3), shards=p.shards, **result)  # fmt: skip
+        log(f"{p.name}: done, scores {result.get('score_files')}")
+        return True
+
+    # -- the loop --
+    def next_work(self) -> tuple[dict[str, Any], units.Unit, Any] | None:
+        """The next unit of this worker's model that nobody has: infer units first, in the job's
+        order, then evaluations whose shards are all in."""
+        for bench in self.job["benchmarks"]:
+            if bench["name"] in self.failed:
+                continue
+            for unit in units.infer_units(self.model_name, bench["name"], int(bench.get("shards", 1))):
+                lock = units.claim(self.units_dir, unit, self.worker_id)
+                if lock is not None:
+                    return bench, unit, lock
+        for bench in self.job["benchmarks"]:
+            shards = int(bench.get("shards", 1))
+            st = units.state(self.units_dir, self.model_name, bench["name"], shards)
+            if st.needs_eval:
+                unit = units.Unit(self.model_name, bench["name"], shards, None)
+                lock = units.claim(self.units_dir, unit, self.worker_id)
+                if lock is not None:
+                    return bench, unit, lock
+        return None
+
+    def work(self) -> list[str]:
+        """Take units until none is left; returns the benchmarks that failed here."""
+        while (got := self.next_work()) is not None:
+            bench, unit, lock = got
+            try:
+                if unit.index is None:
+                    self.evaluate_pair(bench, unit, lock)
+                else:
+                    self.infer_unit(bench, unit, lock)
+                    shards = int(bench.get("shards", 1))
+                    if units.state(self.units_dir, self.model_name, bench["name"], shards).needs_eval:
+                        continue  # next_work offers the evaluation now that the last shard is in
+            except Exception as exc:  # a bug of ours: the unit fails, the worker goes on
+                self.fail(bench["name"], "runner", failure_info(exc), unit, lock)
+        return sorted(self.failed)

@@ -17,7 +17,7 @@ from ..rundir import RunDir
 from ..secrets import Secrets
 
 RUNNER = RUNNERS_DIR / "vlmeval_runner.py"
-JOB_SCHEMA = 2  # svrunner.main.JOB_SCHEMA
+JOB_SCHEMA = 3  # svrunner.main.JOB_SCHEMA
 
 # Variables that would make VLMEvalKit think it is one rank of a torchrun job, or point it at
 # another checkout, unless we set them on purpose.
@@ -57,34 +57,38 @@ def host_fingerprint(model: Model, env: Env, bench: str, env_key: str, settings:
 
 
 def job_spec(job: Job, run: RunDir, paths: Paths, *, env_key: str, settings: dict[str, Any],
-             secrets: Secrets, nproc: int) -> dict[str, Any]:  # fmt: skip
-    """The job file. Secret values are sealed into references: the file never holds one."""
+             secrets: Secrets, nproc: int, worker: str | None = None, limit: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """A worker's job file. Secret values are sealed into references: the file never holds one.
+
+    Benchmarks come longest unit first, so every worker takes the big units before the small
+    ones and the run does not end waiting for one long unit started last."""
+    from ..plan import samples_for
+
+    worker = worker or f"{job.id}.w1"
+    order = sorted(job.benchmarks, key=lambda b: -samples_for(b, limit) / job.shards.get(b.name, 1))
     return {
         "schema": JOB_SCHEMA,
-        "job_id": job.id,
+        "job_id": worker,
         "model": redact.seal(model_spec(job.model), secrets.values),
         "benchmarks": [
-            {"name": b.name, "builtin": b.builtin, "tsv": str(b.tsv) if b.tsv else None}
-            for b in job.benchmarks
+            {"name": b.name, "builtin": b.builtin, "tsv": str(b.tsv) if b.tsv else None,
+             "shards": job.shards.get(b.name, 1)}
+            for b in order
         ],
         "work_dir": str(run.path),
+        "units_dir": str(run.internal / "units"),
         "limit": settings["limit"],
         "seed": settings["seed"],
         "judge": settings["judge"],
         "nproc": nproc,
-        "events": str(run.events_file(job.id)),
+        "events": str(run.events_file(worker)),
         "data_root": str(paths.data_root),
         "assets_dir": str(paths.assets),
         "fingerprint": static_fingerprint(job.model, job.env, env_key, settings, secrets),
     }
 
 
-def runner_command(python: Path, job_file: Path, replicas: int = 1) -> list[str]:
-    if replicas > 1:
-        # Data-parallel replicas: VLMEvalKit shards by RANK/WORLD_SIZE, rank 0 merges.
-        # --standalone: a private rendezvous on a free local port, so jobs never collide.
-        return [str(python), "-m", "torch.distributed.run", "--standalone",
-                f"--nproc-per-node={replicas}", str(RUNNER), str(job_file)]  # fmt: skip
+def runner_command(python: Path, job_file: Path) -> list[str]:
     return [str(python), str(RUNNER), str(job_file)]
 
 

@@ -1,18 +1,22 @@
-"""Run a plan's jobs on this machine: one supervised runner process per job, on the GPUs it gets.
+"""Run a plan's work on this machine: worker processes on the GPUs they get, started as GPUs free up.
 
-The loop keeps its own record of which GPUs it handed out, re-reads real free memory before each
-start (another user's process makes a GPU unavailable, not a crash), starts the longest jobs
-first, follows each job through its events file, enforces timeouts, and on interrupt stops every
-process tree it started.
+The loop keeps its own record of which GPUs it handed out, re-reads real free memory before it
+starts workers (another user's process makes a GPU unavailable, not a crash), and whenever GPUs
+are free asks the scheduler which model's worker to start there (schedule.choose_starts: the
+model with the most open work per worker, while another load pays off). Each worker takes its
+model's units until none is left and ends. The loop follows every worker through its events
+file, stops one that runs past --timeout or stops making progress, retries what failed
+(--retries), and on interrupt stops every process tree it started.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -24,25 +28,32 @@ from ..plan import Job, Plan
 from ..rundir import RunDir
 from ..schedule import choose_starts
 from ..secrets import Secrets
+from . import work
 from .job import runner_command
 
 POLL = 0.25  # reading event files is cheap
-REQUERY = 10.0  # nvidia-smi at most this often while jobs wait (and after each job ends)
+RETHINK = 5.0  # how often the open work is recounted while nothing else changes
+REQUERY = 10.0  # nvidia-smi at most this often while work waits (and after each worker ends)
+STALL = 900.0  # a loaded worker silent this long (no progress, no unit) is stopped and replaced
 
 
 @dataclass
 class Active:
     job: Job
+    worker: str
     proc: psutil.Popen
     pump: threading.Thread
     gpus: list[GPU]
     follower: events.Follower
     started: float
+    last_sign: float = field(default_factory=time.monotonic)
+    loaded: bool = False
     stage: str = "starting"
     benchmark: str | None = None
     done: int = 0
     total: int | None = None
     terminal: bool = False  # the runner wrote job_done or job_failed
+    failure: dict[str, Any] | None = None  # its job_failed, if any
 
 
 @dataclass
@@ -50,17 +61,19 @@ class Launch:
     """Everything the local launcher needs besides the plan."""
 
     run: RunDir
-    job_files: dict[str, Path]
     pythons: dict[str, Path]  # env name -> env's python
     addons: dict[str, list[Path]]  # job id -> add-on folders for PYTHONPATH
     secrets: Secrets
     # (GPUs or [] for CPU, add-on folders, CPU threads) -> the runner's environment
     child_env: Callable[[list[GPU] | None, list[Path], int | None], dict[str, str]]
+    # (job, worker id) -> the worker's job file
+    write_job: Callable[[Job, str], Path]
     timeout: float | None = None
     requery: Callable[[], list[GPU]] | None = None  # fresh free-memory readings
-    retries: int = 0  # re-runs of a failed or timed-out job, resuming its finished benchmarks
-    # Narrows a job to what is still not done (rewriting its job file); False: nothing left.
-    prepare_retry: Callable[[Job], bool] | None = None
+    retries: int = 0  # per model: failures it may have before its pairs are given up
+    # After a CUDA out of memory: give the job's workers more GPUs if that can help (False: no).
+    on_oom: Callable[[Job], bool] | None = None
+    stall: float = STALL
 
 
 class Display:
@@ -107,113 +120,141 @@ class Display:
             count = f"{a.done}/{a.total}" if a.total is not None else "..."
             what = f"{a.benchmark} {count}"
         return (
-            f"  {a.job.model.name:<18} {a.job.env.name:<6} {where:<10} {what:<32} "
+            f"  {a.worker:<22} {a.job.env.name:<6} {where:<10} {what:<32} "
             f"{duration(now - a.started):>7}"
         )
 
 
-def run_plan(
-    plan: Plan,
-    launch: Launch,
-    display: Display,
-    stop: threading.Event,
-) -> None:
-    pending = list(plan.todo)  # already in longest-first order
+def run_plan(plan: Plan, launch: Launch, display: Display, stop: threading.Event) -> None:
+    jobs = list(plan.todo)
     free = list(plan.gpus)
     active: list[Active] = []
-    retried = {j.id: 0 for j in pending}
+    failures = {j.id: 0 for j in jobs}
+    counters = {j.id: itertools.count(1) for j in jobs}
     cpus = os.cpu_count() or 1
     cpu_slots = max(1, cpus // 2)
     gpu_threads = max(1, cpus // max(len(plan.gpus), 1))
     readings: dict[str, GPU] = {}
     last_query = -REQUERY
+    last_think = -RETHINK
+    run = launch.run
 
     def start(job: Job, gpus: list[GPU]) -> None:
-        threads = max(1, gpu_threads // job.replicas) if gpus else max(1, cpus // cpu_slots)
+        worker = f"{job.id}.w{next(counters[job.id])}"
+        threads = gpu_threads if gpus else max(1, cpus // cpu_slots)
         env = launch.child_env(gpus, launch.addons.get(job.id, []), threads)
-        log = launch.run.log_file(job.model.name)
+        log = run.log_file(job.model.name)
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("a") as f:
-            f.write(f"\n===== spectravenv: job {job.id} starting at {time.strftime('%F %T')} =====\n")
-        follower = events.Follower(launch.run, job.id)  # before the runner can write
-        cmd = runner_command(launch.pythons[job.env.name], launch.job_files[job.id], job.replicas)
+            f.write(f"\n===== spectravenv: worker {worker} starting at {time.strftime('%F %T')} =====\n")
+        job_file = launch.write_job(job, worker)
+        follower = events.Follower(run, worker)  # before the runner can write
+        cmd = runner_command(launch.pythons[job.env.name], job_file)
         proc, pump = procs.spawn(cmd, log=log, env=env, masker=launch.secrets.redactor.stream())
-        active.append(Active(job, proc, pump, gpus, follower, time.monotonic()))
+        active.append(Active(job, worker, proc, pump, gpus, follower, time.monotonic()))
         where = "CPU" if not gpus else "GPU " + ",".join(str(g.index) for g in gpus)
-        names = ", ".join(b.name for b in job.benchmarks)
-        display.event(f"started {job.model.name} ({job.env.name}) on {where}: {names}")
-        launch.run.log_summary(f"job {job.id} started on {where} pid {proc.pid}: {names}")
+        display.event(f"started {worker} ({job.env.name}) on {where}")
+        run.log_summary(f"worker {worker} started on {where} pid {proc.pid}")
 
     def follow(a: Active) -> None:
         for ev in a.follower.new():
-            if not events.is_rank0(ev):
-                continue
+            a.last_sign = time.monotonic()
             kind, bench = ev["event"], ev.get("benchmark")
-            narrate(ev, a.job, launch.run, display)
+            narrate(ev, a.job, run, display)
             if kind == "model_loaded":
+                a.loaded = True
                 a.stage = f"model loaded in {ev.get('seconds', 0):.0f}s"
-            elif kind == "benchmark_started":
-                a.benchmark, a.total, a.done = bench, ev.get("total"), ev.get("reused", 0) or 0
+            elif kind == "unit_started":
+                a.benchmark, a.total, a.done = bench, ev.get("rows"), ev.get("reused", 0) or 0
             elif kind == "progress":
                 a.done, a.total = ev.get("done", a.done), ev.get("total", a.total)
-            elif kind in ("benchmark_done", "benchmark_failed"):
+            elif kind in ("unit_done", "benchmark_done", "benchmark_failed"):
                 a.benchmark = None
             elif kind in ("job_done", "job_failed"):
                 a.terminal = True
+                if kind == "job_failed":
+                    a.failure = ev
 
     def finish(a: Active, status: str, note: str = "") -> None:
-        nonlocal last_query
+        nonlocal last_query, last_think
         a.pump.join(timeout=5)
         follow(a)
         rc = a.proc.returncode if a.proc.returncode is not None else a.proc.poll()
-        if status == "exited":
-            status = "done" if rc == 0 else "failed"
-            if not a.terminal:
-                # The runner died without saying why (killed, segfault, out of host memory):
-                # record that in its events so every reader folds the same story.
-                note = (f"the runner exited with code {rc} without reporting; see "
-                        f"{launch.run.relative(launch.run.log_file(a.job.model.name))}")  # fmt: skip
+        if status == "exited" and not a.terminal:
+            # The runner died without saying why (killed, segfault, out of host memory): record
+            # that in its events so every reader folds the same story.
+            note = (f"the runner exited with code {rc} without reporting; see "
+                    f"{run.relative(run.log_file(a.job.model.name))}")  # fmt: skip
         if note:
-            events.record_dispatcher_failure(launch.run, a.job.id, note)
-            display.event(f"FAILED  {a.job.model.name}: {note}")
-        launch.run.log_summary(f"job {a.job.id} ended: {status} (exit {rc}){_span_text(launch.run, a.job.id)}")
+            events.record_dispatcher_failure(run, a.worker, note)
+            display.event(f"FAILED  {a.worker}: {note}")
+        run.log_summary(f"worker {a.worker} ended: {status} (exit {rc}){_span_text(run, a.worker)}")
         free.extend(g for g in a.gpus if g not in free)
         free.sort(key=lambda g: g.index)
         active.remove(a)
-        last_query = -REQUERY  # GPUs came back: read their memory afresh before the next start
+        last_query = last_think = -REQUERY  # GPUs came back: read them afresh, rethink at once
         job = a.job
-        if (status in ("failed", "timeout") and not stop.is_set() and retried[job.id] < launch.retries
-                and launch.prepare_retry is not None and launch.prepare_retry(job)):  # fmt: skip
-            retried[job.id] += 1
-            display.event(f"retry   {job.model.name} ({retried[job.id]}/{launch.retries}): "
-                          f"{', '.join(b.name for b in job.benchmarks)}")  # fmt: skip
-            launch.run.log_summary(f"job {job.id} retry {retried[job.id]}/{launch.retries}")
-            pending.insert(0, job)
+        if note or a.failure is not None:
+            failed_worker(job, a, note or (a.failure or {}).get("error", ""))
 
-    while pending or active:
+    def failed_worker(job: Job, a: Active, error: str) -> None:
+        """A worker that could not load its model, or was stopped: its model may try again."""
+        if stop.is_set():
+            return
+        oom = bool((a.failure or {}).get("oom"))
+        failures[job.id] += 1
+        if failures[job.id] > launch.retries or (oom and not (launch.on_oom and launch.on_oom(job))):
+            gave = work.give_up(run, job, error)
+            if gave:
+                run.log_summary(f"job {job.id} gave up on {', '.join(gave)}: {error}")
+        else:
+            display.event(f"retry   {job.model.name} ({failures[job.id]}/{launch.retries})")
+            run.log_summary(f"job {job.id} retry {failures[job.id]}/{launch.retries}")
+
+    def retry_failed_pairs() -> None:
+        """Pairs that failed inside a worker (a unit's generate raised): open again while the
+        model has retries left."""
+        for job in jobs:
+            if any(a.job is job for a in active):
+                continue
+            lf = work.left(run, job, plan.limit)
+            if lf.failed and lf.finished and failures[job.id] < launch.retries and not stop.is_set():
+                failures[job.id] += 1
+                again = work.reopen(run, job)
+                display.event(f"retry   {job.model.name} ({failures[job.id]}/{launch.retries}): {', '.join(again)}")
+                run.log_summary(f"job {job.id} retry {failures[job.id]}/{launch.retries}: {', '.join(again)}")
+
+    while True:
         if stop.is_set():
             break
-        # Start what fits, longest first; smaller jobs may pass a big one that must wait.
-        if pending:
-            wants_gpu = free and any(j.gpus_needed for j in pending)
-            if launch.requery is not None and wants_gpu and time.monotonic() - last_query >= REQUERY:
-                readings = {g.uuid: g for g in launch.requery()}
-                last_query = time.monotonic()
-            cpu_free = cpu_slots - sum(1 for a in active if not a.gpus)
-            for job, got in choose_starts(pending, free, readings, cpu_free):
-                for g in got:
-                    free.remove(g)
-                pending.remove(job)
-                start(job, got)
-        if pending and not active:
-            # Nothing runs and nothing fits: GPUs filled up since planning. Waiting would wait
-            # forever; say so.
-            for job in pending:
-                msg = (f"no GPU with {job.per_gpu_gb:.0f} GB free for {job.model.name} (other "
-                       "processes use them); free GPUs or choose others with --gpus")  # fmt: skip
-                events.record_dispatcher_failure(launch.run, job.id, msg)
-                display.event(f"FAILED  {job.model.name}: {msg}")
-            pending.clear()
+        now = time.monotonic()
+        if now - last_think >= RETHINK:
+            last_think = now
+            retry_failed_pairs()
+            live = {j.id: sum(1 for a in active if a.job is j) for j in jobs}
+            todo = [o for o in work.open_work(run, jobs, plan.limit, live) if o.units > 0]
+            if not todo and not active:
+                break
+            if todo and (free or any(not o.job.gpus_needed for o in todo)):
+                if launch.requery is not None and free and now - last_query >= REQUERY:
+                    readings = {g.uuid: g for g in launch.requery()}
+                    last_query = now
+                cpu_free = cpu_slots - sum(1 for a in active if not a.gpus)
+                for job, got in choose_starts(todo, free, readings, cpu_free):
+                    for g in got:
+                        free.remove(g)
+                    start(job, got)
+            if todo and not active:
+                # Nothing runs and nothing fits: GPUs filled up since planning. Waiting would
+                # wait forever; say so.
+                for o in todo:
+                    msg = (f"no GPU with {o.job.per_gpu_gb:.0f} GB free for {o.job.model.name} (other "
+                           "processes use them); free GPUs or choose others with --gpus")  # fmt: skip
+                    launch.write_job(o.job, f"{o.job.id}.dispatch")  # the pairs the failure is about
+                    events.record_dispatcher_failure(run, f"{o.job.id}.dispatch", msg)
+                    work.give_up(run, o.job, msg)
+                    display.event(f"FAILED  {o.job.model.name}: {msg}")
+                continue
         for a in list(active):
             follow(a)
             if a.proc.poll() is not None:
@@ -221,11 +262,14 @@ def run_plan(
             elif launch.timeout and time.monotonic() - a.started > launch.timeout:
                 procs.stop_trees([a.proc])
                 finish(a, "timeout", f"timed out after {launch.timeout:g}s (--timeout); stopped")
-        display.refresh(active, len(pending))
+            elif a.loaded and time.monotonic() - a.last_sign > launch.stall:
+                procs.stop_trees([a.proc])
+                finish(a, "stalled", f"no progress for {launch.stall:g}s; stopped (its unit goes to another worker)")
+        display.refresh(active, 0)
         stop.wait(POLL)
 
     if active:  # interrupted: stop every tree together, keep what finished
-        display.event(f"stopping {len(active)} running job(s) ...")
+        display.event(f"stopping {len(active)} running worker(s) ...")
         procs.stop_trees([a.proc for a in active])
         for a in list(active):
             finish(a, "interrupted")

@@ -1,11 +1,17 @@
-"""Run a plan's jobs as Slurm jobs: the same runner, job file and events as the local launcher.
+"""Run a plan's work on Slurm: workers are batch jobs claiming units from the shared run folder.
 
-Slurm is the engine: each job of the plan becomes one batch job asking for the job's GPUs, and
-inside it the runner starts exactly as locally, on the GPUs Slurm assigned (Slurm sets
-CUDA_VISIBLE_DEVICES). The submitting command follows the jobs through `squeue`/`scontrol` (never
-`sbatch --wait`, which polls slowly) and through the runners' event files on the shared
-filesystem. Every Slurm client call has a short timeout: with slurmctld down they hang for
-MessageTimeout (10 s by default) and then fail, and we say so in one line.
+Each worker is one batch job asking for one worker's GPUs (one, or several for a model whose
+wrapper spreads over them); inside it the runner starts exactly as locally, on the GPUs Slurm
+assigned, and claims units of its model from the run folder (svrunner.units: O_EXCL claims, safe
+on NFS) until none is left. The submitting command is the dispatcher: it submits workers by the
+same rule as the local launcher (schedule.choose_starts, with `--max-gpus` GPUs in flight at
+most), submits new ones as workers end while work is open, releases the claims of a worker whose
+job Slurm ended, and follows everything through `squeue`/`scontrol` (never `sbatch --wait`, which
+polls slowly) and the runners' event files. Why batch jobs of one worker each: a job of one GPU
+starts sooner on a shared queue than an allocation of eight, a preempted or failed job loses one
+unit's unsaved samples, and `--max-gpus` caps what a run takes from the queue. Every Slurm
+client call has a short timeout: with slurmctld down they hang for MessageTimeout (10 s by
+default) and then fail, and we say so in one line.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from .. import events, procs
 from ..errors import SpectravenvError
 from ..plan import Job, Plan, gpus_word
 from ..rundir import RunDir
+from ..schedule import choose_starts
 from .job import RUNNERS_DIR, runner_command
 from .local import Display
 
@@ -52,6 +59,7 @@ class SlurmOptions:
     mem_per_gpu: str | None = None
     wait: bool = True
     cancel_on_interrupt: bool = False
+    max_gpus: int | None = None  # GPUs in flight at most (default: the --assume-gpus node)
 
 
 @dataclass
@@ -61,13 +69,17 @@ class Submitted:
     follower: events.Follower
     state: str = "PENDING"
     done: bool = False
+    worker: str = ""
     reported_end: bool = False  # this submission's runner wrote job_done or job_failed
+    load_failed: dict | None = None  # its job_failed (the model could not be loaded, say)
 
     def new_events(self) -> list[dict]:
         evs = self.follower.new()
-        self.reported_end = self.reported_end or any(
-            e["event"] in ("job_done", "job_failed") and events.is_rank0(e) for e in evs
-        )
+        for e in evs:
+            if e["event"] in ("job_done", "job_failed"):
+                self.reported_end = True
+            if e["event"] == "job_failed":
+                self.load_failed = e
         return evs
 
 
@@ -91,10 +103,10 @@ def _client(cmd: list[str], env: dict[str, str] | None = None) -> str:
 
 
 def script(job: Job, run: RunDir, python: Path, job_file: Path, opts: SlurmOptions,
-           addons: list[Path]) -> str:  # fmt: skip
-    """The batch script of one job. Secrets are not in it: they travel in the job's environment."""
+           addons: list[Path], worker: str | None = None) -> str:  # fmt: skip
+    """The batch script of one worker. Secrets are not in it: they travel in the job's environment."""
     # sbatch reads #SBATCH lines with shell-like quoting: a path with spaces stays one value.
-    name = f"sv-{run.path.name}-{job.model.name}"[:120]
+    name = f"sv-{run.path.name}-{worker or job.model.name}"[:120]
     lines = ["#!/bin/bash", f"#SBATCH --job-name={_quote(name)}"]
     log = f"{run.path / 'logs' / job.model.name}.slurm-%j.log"
     lines.append(f"#SBATCH --output={_quote(log)}")
@@ -108,7 +120,7 @@ def script(job: Job, run: RunDir, python: Path, job_file: Path, opts: SlurmOptio
         if value:
             lines.append(f"#SBATCH --{flag}={value}")
     lines += [f"#SBATCH {a}" for a in opts.extra]
-    runner = " ".join(shlex.quote(c) for c in runner_command(python, job_file, job.replicas))
+    runner = " ".join(shlex.quote(c) for c in runner_command(python, job_file))
     if addons:  # git-only packages of this model, outside the env
         lines.append("export PYTHONPATH=" + shlex.quote(":".join(str(a) for a in addons)))
     lines += [
@@ -132,35 +144,28 @@ def _sbatch(path: Path, env: dict[str, str], test_only: bool) -> str:
     return _client(cmd, env).strip().split(";")[0]
 
 
-def submit(plan: Plan, run: RunDir, scripts: dict[str, str], env: dict[str, str],
-           display: Display) -> list[Submitted]:  # fmt: skip
-    """Check every job with `sbatch --test-only` first, so an impossible request submits
-    nothing; then submit them all."""
+def check(jobs: list[Job], run: RunDir, scripts: dict[str, str], env: dict[str, str]) -> None:
+    """`sbatch --test-only` for each job's worker shape first: an impossible request (more GPUs
+    than the partition has) is one clear error, and nothing is submitted."""
     (run.path / "logs").mkdir(parents=True, exist_ok=True)  # Slurm will not create it
-    paths = {}
-    for job in plan.todo:
-        p = run.internal / "slurm" / f"{job.id}.sbatch"
+    for job in jobs:
+        p = run.internal / "slurm" / f"{job.id}.test.sbatch"
         write_atomic(p, scripts[job.id])
-        paths[job.id] = p
-    for job in plan.todo:
         try:
-            _sbatch(paths[job.id], env, test_only=True)
+            _sbatch(p, env, test_only=True)
         except SpectravenvError as e:
             raise SpectravenvError(f"Slurm refuses the job for {job.model.name} "
                                    f"({gpus_word(job.gpus_needed)}): {e}") from None  # fmt: skip
-    return [submit_one(job, run, scripts[job.id], env, display) for job in plan.todo]
 
 
-def submit_one(
-    job: Job, run: RunDir, text: str, env: dict[str, str], display: Display
-) -> Submitted:
-    path = run.internal / "slurm" / f"{job.id}.sbatch"
+def submit_one(job: Job, worker: str, run: RunDir, text: str, env: dict[str, str], display: Display) -> Submitted:
+    path = run.internal / "slurm" / f"{worker}.sbatch"
     write_atomic(path, text)
-    follower = events.Follower(run, job.id)
+    follower = events.Follower(run, worker)
     slurm_id = _sbatch(path, env, test_only=False)
-    display.event(f"submitted {job.model.name} as Slurm job {slurm_id}")
-    run.log_summary(f"job {job.id} submitted to Slurm as {slurm_id}")
-    return Submitted(job, slurm_id, follower)
+    display.event(f"submitted {worker} as Slurm job {slurm_id}")
+    run.log_summary(f"worker {worker} submitted to Slurm as {slurm_id}")
+    return Submitted(job, slurm_id, follower, worker=worker)
 
 
 def job_state(slurm_id: str) -> dict[str, str]:
@@ -201,23 +206,42 @@ def live_jobs(ids: list[str]) -> dict[str, str]:
     return {i: st for i, (st, _) in queue(ids).items() if st in ACTIVE}
 
 
-def follow(subs: list[Submitted], run: RunDir, display: Display, stop: threading.Event,
-           on_event: Callable[[Submitted, dict], None],
-           resubmit: Callable[[Submitted], Submitted | None] | None = None) -> None:  # fmt: skip
-    """Wait for the submitted jobs, showing their state and the runners' events. A job that
-    ends other than COMPLETED may be resubmitted (`resubmit`, for --retries).
+@dataclass
+class SlurmRun:
+    """What the Slurm dispatcher needs besides the plan."""
 
-    A controller that stops answering is waited for (pauses of 1, 2, 4, ... up to 60 s), for
-    OUTAGE_LIMIT seconds in all, before this gives up with the jobs left running.
-    """
+    run: RunDir
+    script: Callable[[Job, str], str]  # (job, worker id) -> batch script (writes the job file)
+    env: dict[str, str]
+    max_gpus: int
+    retries: int = 0
+    on_oom: Callable[[Job], bool] | None = None
+    submitted: list[Submitted] = field(default_factory=list)
+
+
+def dispatch(plan: Plan, sr: SlurmRun, display: Display, stop: threading.Event,
+             on_event: Callable[[Submitted, dict], None], wait: bool = True) -> None:  # fmt: skip
+    """Submit workers while work is open and GPUs (of --max-gpus) are not all in flight; follow
+    them; release the claims of workers Slurm ended. A controller that stops answering is waited
+    for (pauses of 1, 2, 4, ... up to 60 s), OUTAGE_LIMIT seconds in all, before this gives up
+    with the jobs left running."""
+    from ..gpus import assumed
+    from . import work
+
+    run = sr.run
+    jobs = list(plan.todo)
+    counters = {j.id: 0 for j in jobs}
+    failures = {j.id: 0 for j in jobs}
+    pool = plan.gpus or assumed(f"{max(sr.max_gpus, 1)}x80")
     down_since: float | None = None
     pause = POLL
-    while not all(s.done for s in subs):
+    first = True
+    while True:
         if stop.is_set():
             return
-        asked = [s.slurm_id for s in subs if not s.done]
+        live = [s for s in sr.submitted if not s.done]
         try:
-            states = queue(asked)
+            states = queue([s.slurm_id for s in live]) if live else {}
         except SpectravenvError as e:
             now = time.monotonic()
             if down_since is None:
@@ -228,45 +252,74 @@ def follow(subs: list[Submitted], run: RunDir, display: Display, stop: threading
                     f"Slurm has not answered for {now - down_since:.0f} s ({e}); the jobs keep running: "
                     f"see `spectravenv status {run.path}`, continue with `spectravenv eval --resume {run.path}`"
                 ) from None
-            for s in subs:  # the runners' events need no controller
-                if not s.done:
-                    for ev in s.new_events():
-                        on_event(s, ev)
+            for s in live:  # the runners' events need no controller
+                for ev in s.new_events():
+                    on_event(s, ev)
             stop.wait(pause)
             pause = min(pause * 2, 60.0)
             continue
         if down_since is not None:
             display.event(f"Slurm answers again after {time.monotonic() - down_since:.0f} s")
             down_since, pause = None, POLL
-        for s in list(subs):
-            if s.done or s.slurm_id not in asked:  # a resubmission joins in the next round
-                continue
+        for s in live:
             for ev in s.new_events():
                 on_event(s, ev)
             state, reason = states.get(s.slurm_id, ("", ""))
             if state and state != s.state:
                 s.state = state
-                display.event(f"{state.lower():<9} {s.job.model.name} (Slurm job {s.slurm_id})"
+                display.event(f"{state.lower():<9} {s.worker} (Slurm job {s.slurm_id})"
                               + (f": {reason}" if reason and reason != "None" else ""))  # fmt: skip
             if state in FINAL or not state:
                 info = job_state(s.slurm_id) if not state else {"JobState": state, "Reason": reason}
                 for ev in s.new_events():  # the runner's last words
                     on_event(s, ev)
                 _finish(s, info, run, display)
-                again = resubmit(s) if resubmit and info.get("JobState") != "COMPLETED" else None
-                if again is not None:
-                    subs.append(again)
+                work_units = work.units_dir(run)
+                from svrunner import units
+
+                units.release_claims_of(work_units, s.worker)  # its open units go to others
+                if not s.reported_end or s.load_failed is not None:
+                    # Died without a word, or could not load its model: the model may try again.
+                    failures[s.job.id] += 1
+                    oom = bool((s.load_failed or {}).get("oom"))
+                    error = (s.load_failed or {}).get("error") or f"Slurm job {s.slurm_id} {info.get('JobState')}"
+                    if failures[s.job.id] > sr.retries or (oom and not (sr.on_oom and sr.on_oom(s.job))):
+                        work.give_up(run, s.job, error)
+                    else:
+                        display.event(f"retry   {s.job.model.name} ({failures[s.job.id]}/{sr.retries})")
+        live = [s for s in sr.submitted if not s.done]
+        # Pairs that failed inside a worker: open again while the model has retries left.
+        for job in jobs:
+            lf = work.left(run, job, plan.limit)
+            if lf.failed and lf.finished and not any(s.job is job for s in live) and failures[job.id] < sr.retries:
+                failures[job.id] += 1
+                again = work.reopen(run, job)
+                display.event(f"retry   {job.model.name} ({failures[job.id]}/{sr.retries}): {', '.join(again)}")
+        per_model = {j.id: sum(1 for s in live if s.job is j) for j in jobs}
+        todo = [o for o in work.open_work(run, jobs, plan.limit, per_model) if o.units > 0]
+        if not todo and not live:
+            return
+        if first or wait:
+            in_flight = sum(max(s.job.gpus_needed, 0) for s in live)
+            free = pool[: max(0, min(len(pool), sr.max_gpus) - in_flight)]
+            for job, _got in choose_starts(todo, free, {}, cpu_free=8):
+                counters[job.id] += 1
+                worker = f"{job.id}.w{counters[job.id]}"
+                sr.submitted.append(submit_one(job, worker, run, sr.script(job, worker), sr.env, display))
+        if first and not wait:
+            return
+        first = False
         stop.wait(POLL)
 
 
 def _finish(s: Submitted, info: dict[str, str], run: RunDir, display: Display) -> None:
     s.done = True
     state, reason = info.get("JobState", "?"), info.get("Reason", "")
-    run.log_summary(f"job {s.job.id} (Slurm {s.slurm_id}) ended: {state} {reason}")
+    run.log_summary(f"worker {s.worker} (Slurm {s.slurm_id}) ended: {state} {reason}")
     if state != "COMPLETED" and not s.reported_end:
         why = f"Slurm job {s.slurm_id} {state}" + (f" ({reason})" if reason not in ("", "None") else "")
-        events.record_dispatcher_failure(run, s.job.id, why)
-        display.event(f"FAILED  {s.job.model.name}: {why}")
+        events.record_dispatcher_failure(run, s.worker, why)
+        display.event(f"FAILED  {s.worker}: {why}")
 
 
 def cancel(subs: list[Submitted]) -> None:
