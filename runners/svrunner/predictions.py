@@ -105,7 +105,9 @@ def reusable(kit: Kit, pair_dir: str, model: str, dname: str) -> dict[str, Any]:
 
 
 def unit_file(pair_dir: str, shards: int, index: int) -> str:
-    """Where one unit's predictions go (infer_data's out_file): a pickle {index: prediction}."""
+    """Where one unit's predictions go (infer_data's out_file): a pickle {index: prediction}.
+    Its folder is made here: VLMEvalKit dumps the file every 10 samples and does not make it."""
+    os.makedirs(os.path.join(pair_dir, UNITS), exist_ok=True)
     return os.path.join(pair_dir, UNITS, f"n{shards}-{index}.pkl")
 
 
