@@ -38,7 +38,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from env_build import GIB, BenchError, du, du_alone, env_folder, output, run, say, spectravenv_cmd, spectravenv_env  # noqa: E402
+from env_build import (
+    GIB,
+    BenchError,
+    du,
+    du_alone,
+    env_folder,
+    output,
+    run,
+    say,
+    spectravenv_cmd,
+    spectravenv_env,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))

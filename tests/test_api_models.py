@@ -10,6 +10,7 @@ import csv
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -23,7 +24,7 @@ KEY = "sk-test-LOCALkey0123456789abcdef"
 class FakeOpenAI(BaseHTTPRequestHandler):
     """/v1/chat/completions: answers "A" and remembers what each request carried."""
 
-    seen: list[dict] = []
+    seen: ClassVar[list[dict]] = []
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

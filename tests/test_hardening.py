@@ -16,8 +16,8 @@ import pytest
 
 from .conftest import Workspace
 from .gpu_fixtures import h100s
-from .test_eval_demo import USER_MODELS, eval_ok, events, kinds, wait_for
 from .test_envs import one_line_error
+from .test_eval_demo import USER_MODELS, eval_ok, events, kinds, wait_for
 
 pytestmark = pytest.mark.heavy
 TOKEN = "hf_CANARYtoken9876543210zyxwvu"

@@ -11,7 +11,6 @@ import sys
 import time
 
 import pytest
-
 from svrunner.locking import FileLock, LockBusy
 
 from .conftest import REPO

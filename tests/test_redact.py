@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
-
-from spectravenv import secrets
 from svrunner import redact
 from svrunner.protocol import EventLog, read_events
+
+from spectravenv import secrets
 
 from .conftest import REPO
 

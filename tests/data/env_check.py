@@ -9,18 +9,19 @@ import sys
 
 sys.path.insert(0, sys.argv[1])
 
-import torch  # noqa: E402
-import transformers  # noqa: E402
-import vlmeval  # noqa: E402, F401
-import vlmeval.inference  # noqa: E402, F401
-from vlmeval.config import supported_VLM  # noqa: E402
-from vlmeval.dataset import build_dataset  # noqa: E402, F401
-
-from svrunner import kit  # noqa: E402
+import torch
+import transformers
+import vlmeval
+import vlmeval.inference  # noqa: F401
+from svrunner import kit
+from vlmeval.config import supported_VLM
+from vlmeval.dataset import build_dataset  # noqa: F401
 
 out = {"torch": torch.__version__, "transformers": transformers.__version__,
        "cpu_ok": float(torch.ones(3).sum()) == 3.0, "names": len(supported_VLM), "models": {}}
-for spec in json.load(open(sys.argv[2])):
+with open(sys.argv[2]) as fh:
+    specs = json.load(fh)
+for spec in specs:
     try:
         factory, source, _ = kit.model_factory(spec, "/nonexistent")
         target = getattr(factory, "func", factory)
