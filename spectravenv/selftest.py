@@ -46,8 +46,8 @@ class Result:
 
 def _served(catalog: Catalog, env: str) -> dict[str, list[Model]]:
     out: dict[str, list[Model]] = {}
-    for m in catalog.select_models(env=env, runnable=True, kind="local"):
-        if m.vlmeval_name:
+    for m in catalog.select_models(env=env, runnable=True):
+        if m.vlmeval_name and m.kind in ("local", "api"):
             out.setdefault(m.family, []).append(m)
     return out
 
@@ -61,7 +61,9 @@ def plan(catalog: Catalog, env: str, only: set[str] | None = None) -> tuple[list
     for r in recipes():
         if only and r.family not in only and r.name not in only:
             continue
-        model = next((m for m in served.get(r.family, []) if m.name in r.models), None)
+        # The recipe's own order: its first name is the smallest model it stands in for.
+        by_name = {m.name: m for m in served.get(r.family, [])}
+        model = next((by_name[n] for n in r.models if n in by_name), None)
         if model is not None:
             todo.append((r, model))
             covered.add(r.family)
@@ -76,6 +78,9 @@ def plan(catalog: Catalog, env: str, only: set[str] | None = None) -> tuple[list
 
 
 def untestable_reason(model: Model) -> str:
+    if model.kind == "api":
+        return ("an API service: its requests need the provider (only wrappers with a local "
+                "stand-in server are tested)")  # fmt: skip
     if model.needs and any("add-on" in n for n in model.needs):
         return "its code comes from an add-on (a git checkout)"
     return ("its modelling code is not in transformers (remote code on the Hub) or nobody has "

@@ -18,36 +18,35 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 import traceback
 from typing import Any
 
 from . import demo
-from .kit import sdpa_for_flash_attention
+from .kit import compat_notes, plain_parse_response, sdpa_for_flash_attention
 
 
 def checkpoint_for(recipe: Any, assets_dir: str) -> str:
-    """The recipe's tiny checkpoint, made once per (recipe code, transformers release)."""
+    """The recipe's tiny checkpoint, made once per (recipe code, transformers release).
+
+    Made in its final folder (some configs name their own sub-folders by absolute path), under
+    a lock, with `.complete` written last: a folder without it is a make cut short, redone."""
     import transformers
+
+    from .locking import FileLock
 
     source = inspect.getsource(sys.modules[recipe.make.__module__])
     key = hashlib.sha256(f"{recipe.name}\n{transformers.__version__}\n{source}".encode()).hexdigest()[:12]
     final = os.path.join(assets_dir, "tiny", f"{recipe.name}-{key}")
-    if os.path.exists(os.path.join(final, ".complete")):
+    done = os.path.join(final, ".complete")
+    if os.path.exists(done):
         return final
-    os.makedirs(os.path.dirname(final), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{recipe.name}-", dir=os.path.dirname(final))
-    try:
-        recipe.make(tmp)
-        open(os.path.join(tmp, ".complete"), "w").close()
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not os.path.exists(os.path.join(final, ".complete")):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with FileLock(final + ".lock", f"making the tiny checkpoint {recipe.name}").hold(600):
+        if not os.path.exists(done):
+            shutil.rmtree(final, ignore_errors=True)
+            os.makedirs(final)
+            recipe.make(final)
+            open(done, "w").close()
     return final
 
 
@@ -69,6 +68,9 @@ def run_recipe(recipe: Any, item: dict[str, Any], spec: dict[str, Any], device: 
 def _ask(recipe: Any, item: dict[str, Any], spec: dict[str, Any], device: str, served: dict[str, Any]) -> dict[str, Any]:
     from vlmeval.config import supported_VLM
 
+    # VLMEvalKit's FAIL_MSG is "Failed to obtain answer via API."; GLM's wrapper and others
+    # write their own "Failed to obtain answer." when they swallow an error.
+    fail_msg = "Failed to obtain answer"
     t0 = time.time()
     folder = checkpoint_for(recipe, spec["assets_dir"])
     made = time.time() - t0
@@ -95,6 +97,8 @@ def _ask(recipe: Any, item: dict[str, Any], spec: dict[str, Any], device: str, s
         out = model.generate(message=struct, dataset="DemoMCQ")
         if not isinstance(out, str):
             raise TypeError(f"generate returned {type(out).__name__}, not a string")
+        if fail_msg in out:  # many wrappers catch their own errors and answer with this
+            raise RuntimeError(f"the wrapper answered with VLMEvalKit's failure message: {out[:200]!r}")
         answers.append(out[:40])
     return {"status": "ok", "seconds": round(time.time() - t0, 2), "checkpoint_seconds": round(made, 2),
             "answers": answers, "device": device}  # fmt: skip
@@ -119,15 +123,17 @@ def main(argv: list[str]) -> int:
         redirect_cuda_to_cpu()
         device = "cpu (CUDA calls redirected)"
     swapped = sdpa_for_flash_attention()
+    parsed = plain_parse_response()
     by_name = {r.name: r for r in recipes()}
     for item in spec["recipes"]:
         recipe = by_name[item["name"]]
         row = {"recipe": recipe.name, "family": recipe.family, "model": item["model"]}
         try:
             row.update(run_recipe(recipe, item, spec, device))
-            if swapped:
-                row["attention"] = "sdpa instead of flash_attention_2"
+            if swapped or parsed:
+                row["attention"] = compat_notes(swapped, parsed)
                 swapped.clear()
+                parsed.clear()
         except BaseException as exc:  # one family's failure is a row, never the end of the run
             if isinstance(exc, KeyboardInterrupt):
                 raise

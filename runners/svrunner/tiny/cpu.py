@@ -22,16 +22,23 @@ def redirect_cuda_to_cpu() -> None:
     torch.nn.Module.cuda = lambda self, *a, **k: self  # type: ignore[method-assign]
     orig_tensor_to, orig_module_to = torch.Tensor.to, torch.nn.Module.to
 
+    def _f32(a: Any) -> Any:  # CPU convolutions have no float16 kernels in these torch builds
+        return torch.float32 if a is torch.float16 else a
+
     def tensor_to(self: Any, *args: Any, **kwargs: Any) -> Any:
-        args = tuple(_cpu(a) if isinstance(a, (str, torch.device)) else a for a in args)
+        args = tuple(_cpu(a) if isinstance(a, (str, torch.device)) else _f32(a) for a in args)
         if "device" in kwargs:
             kwargs["device"] = _cpu(kwargs["device"])
+        if "dtype" in kwargs:
+            kwargs["dtype"] = _f32(kwargs["dtype"])
         return orig_tensor_to(self, *args, **kwargs)
 
     def module_to(self: Any, *args: Any, **kwargs: Any) -> Any:
-        args = tuple(_cpu(a) if isinstance(a, (str, torch.device)) else a for a in args)
+        args = tuple(_cpu(a) if isinstance(a, (str, torch.device)) else _f32(a) for a in args)
         if "device" in kwargs:
             kwargs["device"] = _cpu(kwargs["device"])
+        if "dtype" in kwargs:
+            kwargs["dtype"] = _f32(kwargs["dtype"])
         return orig_module_to(self, *args, **kwargs)
 
     torch.Tensor.to = tensor_to  # type: ignore[method-assign]

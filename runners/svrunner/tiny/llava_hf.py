@@ -38,8 +38,12 @@ def llama_tokenizer(folder: str) -> tuple[object, dict[str, int]]:
 
 
 def make_llava_next(folder: str) -> None:
-    from transformers import (LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessor,
-                              LlavaNextProcessor)  # fmt: skip
+    from transformers import (
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessor,
+        LlavaNextProcessor,
+    )
 
     seed(0)
     tokenizer, ids = llama_tokenizer(folder)
