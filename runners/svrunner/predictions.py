@@ -119,6 +119,23 @@ def seed_prev(kit: Kit, pair_dir: str, model: str, dname: str, union: dict[str, 
     write_atomic(os.path.join(pair_dir, f"{model}_{dname}_PREV.pkl"), pickle.dumps(seeded))
 
 
+def drop_failed(kit: Kit, out_file: str) -> None:
+    """Before a unit is inferred (again): remove failed answers from its file, which VLMEvalKit's
+    infer_data would otherwise take as done. A unit whose generate raised holds the failure text
+    for every row it had left; run.py likewise re-infers failed rows (its default retry_failed)."""
+    if not os.path.exists(out_file):
+        return
+    try:
+        held = kit.load(out_file)
+    except Exception as exc:  # a pickle cut short by a kill: start the unit's file afresh
+        log(f"ignoring unreadable {os.path.basename(out_file)}: {exc}")
+        os.remove(out_file)
+        return
+    good = {k: v for k, v in held.items() if not kit.is_failed(_clean(v))}
+    if len(good) != len(held):
+        write_atomic(out_file, pickle.dumps(good))
+
+
 def known(kit: Kit, pair_dir: str, model: str, dname: str, out_file: str) -> set[str]:
     """Rows already answered for a unit: in _PREV.pkl or in its own file (a unit cut short)."""
     keys: set[str] = set()

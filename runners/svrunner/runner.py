@@ -355,6 +355,7 @@ class Worker:
         kit, name = self.kit, p.name
         mine = [x for i, x in enumerate(p.rows) if i % p.shards == unit.index]
         out_file = predictions.unit_file(p.pair_dir, p.shards, unit.index)
+        predictions.drop_failed(kit, out_file)
         done_before = len(predictions.known(kit, p.pair_dir, self.model_name, name, out_file) & {str(x) for x in mine})
         self.emit("unit_started", benchmark=name, unit=unit.index, of=p.shards, rows=len(mine), reused=done_before)
         p.dataset.data = p.full_data[p.full_data["index"].isin(mine)]
