@@ -91,7 +91,10 @@ def test_the_seed_matrix_plans_all_168_pairs(ws):
     assert proc.returncode == 0, proc.stderr
     assert "8 x assumed 80 GB GPU" in proc.stdout and "expected makespan" in proc.stdout
     assert "left out" not in proc.stdout and "cannot run" not in proc.stdout
-    assert "7 to run" in proc.stdout and "24 benchmarks x 7 models = 168 pairs" in proc.stdout
-    assert "data-parallel: 2 replicas" in proc.stdout  # one GPU would idle: the longest job gets it
+    assert "24 benchmarks x 7 models = 168 pairs: 168 to run" in proc.stdout
+    # Eight GPUs, seven models: the eighth GPU starts a second worker of the longest model.
+    [first] = [line for line in proc.stdout.splitlines() if line.startswith("first workers:")]
+    workers = [w.split(" on GPU ")[0] for w in first.removeprefix("first workers: ").split(", ")]
+    assert len(workers) == 8 and len(set(workers)) == 7
     msg = one_line_error(ws.run("eval", *seed, "--assume-gpus", "8x80"))
     assert "use it with --dry-run" in msg

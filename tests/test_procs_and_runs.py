@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 import psutil
+from svrunner.locking import FileLock
+from svrunner.protocol import EventLog
 
 from spectravenv import procs, rundir, stats
 from spectravenv.evaluation import git_revision
 from spectravenv.paths import PACKAGE_DIR, Paths
-from svrunner.locking import FileLock
-from svrunner.protocol import EventLog
 
 from .conftest import REPO
 from .test_locking import holder
@@ -30,7 +30,7 @@ time.sleep(1)
 
 
 def test_stopping_a_tree_reaches_grandchildren_that_were_reparented(tmp_path):
-    proc, pump = procs.spawn([sys.executable, "-c", ORPHANS], log=tmp_path / "log", env=dict(os.environ))
+    proc, _pump = procs.spawn([sys.executable, "-c", ORPHANS], log=tmp_path / "log", env=dict(os.environ))
     time.sleep(0.5)
     grandchildren = [p for p in psutil.Process(proc.pid).children(recursive=True)]
     assert grandchildren
@@ -58,7 +58,8 @@ def test_stats_never_wait_forever_and_never_fail_a_run(tmp_path, monkeypatch):
     log = EventLog(str(run.events_file("m")), "m", 0)
     log.emit("job_started", gpu_names=[], world_size=1)
     log.emit("model_loaded", seconds=3.0)
-    log.emit("benchmark_done", benchmark="B", samples=10, seconds=5.0)
+    log.emit("unit_done", benchmark="B", unit=0, of=2, samples=6, seconds=3.0)
+    log.emit("unit_done", benchmark="B", unit=1, of=2, samples=4, seconds=2.0)
     paths = Paths.from_env({"SPECTRAVENV_HOME": str(tmp_path / "home"), "HOME": str(tmp_path)}, cwd=tmp_path)
     p = holder(paths.build_locks / "stats.lock")
     warnings: list[str] = []
