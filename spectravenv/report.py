@@ -281,10 +281,31 @@ def write_all(run: rundir.RunDir, catalog: Catalog) -> str:
     rows = results.rows_for_run(run, catalog)
     write_tables(rows, run.path)
     manifest = run.manifest() or {}
+    spans, notes = events.spans(run), events.model_notes(run)
     write_atomic(run.path / REPORT,
-                 render_markdown(rows, [(run.path.name, manifest)], catalog, events.spans(run),
-                                 events.model_notes(run)) + "\n")  # fmt: skip
+                 render_markdown(rows, [(run.path.name, manifest)], catalog, spans, notes) + "\n")  # fmt: skip
+    _write_machine_and_html(run.path, rows, [(run.path.name, manifest)], catalog, spans, notes, [run])
     return console_summary(rows)
+
+
+def _write_machine_and_html(
+    out_dir: Path,
+    rows: list[Row],
+    manifests: list[tuple[str, dict[str, Any]]],
+    catalog: Catalog,
+    spans: list[events.JobSpan],
+    notes: dict[str, list[str]],
+    runs: list[rundir.RunDir],
+) -> None:
+    """results.json and EVALUATION_REPORT.html, both from one results document."""
+    from . import report_html, results_json
+
+    fps: results_json.Fingerprints = {}
+    for r in runs:
+        fps.update(results_json.fingerprints(r))
+    doc = results_json.build(rows, manifests, catalog, spans, notes, fps)
+    results_json.write(out_dir / results_json.FILE, doc)
+    write_atomic(out_dir / report_html.FILE, report_html.render(doc))
 
 
 def write_merged(runs: list[rundir.RunDir], catalog: Catalog, out_dir: Path) -> str:
@@ -300,4 +321,5 @@ def write_merged(runs: list[rundir.RunDir], catalog: Catalog, out_dir: Path) -> 
         for model, ns in events.model_notes(r).items():
             notes.setdefault(model, []).extend(n for n in ns if n not in notes.get(model, []))
     write_atomic(out_dir / REPORT, render_markdown(rows, manifests, catalog, spans, notes) + "\n")
+    _write_machine_and_html(out_dir, rows, manifests, catalog, spans, notes, runs)
     return console_summary(rows)
