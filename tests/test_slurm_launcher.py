@@ -31,7 +31,7 @@ def test_demo_through_slurm_matches_a_local_run_in_shape(demo_ws):
     )
     proc = eval_ok(demo_ws, "demo-tiny-llava", "DemoMCQ", "DemoShapes", "--limit", "4",
                    "--run-name", "slu", *SLURM)  # fmt: skip
-    assert "submitted demo-tiny-llava as Slurm job" in proc.stderr
+    assert "submitted demo-tiny-llava.w1 as Slurm job" in proc.stderr
     loc, slu = demo_ws.cwd / "outputs" / "loc", demo_ws.cwd / "outputs" / "slu"
     assert sorted(p.name for p in (loc / "results").iterdir()) == sorted(
         p.name for p in (slu / "results").iterdir()
@@ -105,7 +105,7 @@ def test_retries_resubmit_only_what_failed(demo_ws):
     proc = demo_ws.run("eval", "flaky-demo", "DemoMCQ", "DemoShapes", "--limit", "3", "--retries", "1",
                        "--run-name", "r", *SLURM, timeout=600)  # fmt: skip
     assert proc.returncode == 1 and "retry   flaky-demo (1/1)" in proc.stderr
-    assert proc.stderr.count("submitted flaky-demo as Slurm job") == 2
+    assert proc.stderr.count("submitted flaky-demo.w") == 2  # w1, then w2 for the retry
     evs = events(demo_ws.cwd / "outputs" / "r", "flaky-demo")
     assert len(kinds(evs, "benchmark_started", "DemoMCQ")) == 1
     assert len(kinds(evs, "benchmark_failed", "DemoShapes")) == 2

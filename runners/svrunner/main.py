@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 from typing import Any
@@ -100,7 +101,7 @@ def main(argv: list[str]) -> int:
         import torch
 
         torch.manual_seed(int(job["seed"]))
-        t_job = worker.emit("job_started", pid=os.getpid(), python=sys.executable, versions=versions(),
+        t_job = worker.emit("job_started", pid=os.getpid(), host=socket.gethostname(), python=sys.executable, versions=versions(),
                             world_size=1, schema=SCHEMA, startup_seconds=seconds_since_process_start(),
                             model=worker.model_name, **cuda_facts())  # fmt: skip
     except Exception as exc:

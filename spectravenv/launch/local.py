@@ -18,13 +18,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import psutil
 
 from .. import events, procs
 from ..gpus import GPU
 from ..plan import Job, Plan
+from ..progress import Display
 from ..rundir import RunDir
 from ..schedule import choose_starts
 from ..secrets import Secrets
@@ -74,55 +75,6 @@ class Launch:
     # After a CUDA out of memory: give the job's workers more GPUs if that can help (False: no).
     on_oom: Callable[[Job], bool] | None = None
     stall: float = STALL
-
-
-class Display:
-    """A live line per job on a terminal; plain lines on state changes elsewhere (logs, CI)."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.drawn = 0
-        self.last_plain = time.monotonic()
-
-    def event(self, line: str) -> None:
-        self._clear()
-        self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def refresh(self, active: list[Active], waiting: int) -> None:
-        now = time.monotonic()
-        lines = [self._line(a, now) for a in active]
-        if waiting:
-            lines.append(f"  ... {waiting} job(s) waiting for GPUs")
-        if self.tty:
-            self._clear()
-            self.stream.write("".join(ln + "\n" for ln in lines))
-            self.stream.flush()
-            self.drawn = len(lines)
-        elif now - self.last_plain > 30 and lines:  # a heartbeat for logs, not a flood
-            self.last_plain = now
-            self.stream.write("".join(ln + "\n" for ln in lines))
-            self.stream.flush()
-
-    def _clear(self) -> None:
-        if self.tty and self.drawn:
-            self.stream.write(f"\x1b[{self.drawn}A\x1b[J")
-            self.drawn = 0
-
-    @staticmethod
-    def _line(a: Active, now: float) -> str:
-        from ..console import duration
-
-        where = "cpu" if not a.gpus else "gpu " + ",".join(str(g.index) for g in a.gpus)
-        what = a.stage
-        if a.benchmark:
-            count = f"{a.done}/{a.total}" if a.total is not None else "..."
-            what = f"{a.benchmark} {count}"
-        return (
-            f"  {a.worker:<22} {a.job.env.name:<6} {where:<10} {what:<32} "
-            f"{duration(now - a.started):>7}"
-        )
 
 
 def run_plan(plan: Plan, launch: Launch, display: Display, stop: threading.Event) -> None:
@@ -205,6 +157,8 @@ def run_plan(plan: Plan, launch: Launch, display: Display, stop: threading.Event
         failures[job.id] += 1
         if failures[job.id] > launch.retries or (oom and not (launch.on_oom and launch.on_oom(job))):
             gave = work.give_up(run, job, error)
+            # Given up means given up: no retries left for retry_failed_pairs to reopen them with.
+            failures[job.id] = max(failures[job.id], launch.retries)
             if gave:
                 run.log_summary(f"job {job.id} gave up on {', '.join(gave)}: {error}")
         else:
@@ -265,7 +219,7 @@ def run_plan(plan: Plan, launch: Launch, display: Display, stop: threading.Event
             elif a.loaded and time.monotonic() - a.last_sign > launch.stall:
                 procs.stop_trees([a.proc])
                 finish(a, "stalled", f"no progress for {launch.stall:g}s; stopped (its unit goes to another worker)")
-        display.refresh(active, 0)
+        display.refresh()
         stop.wait(POLL)
 
     if active:  # interrupted: stop every tree together, keep what finished
@@ -289,12 +243,10 @@ def narrate(ev: dict[str, Any], job: Job, run: RunDir, display: Display) -> None
     from ..console import duration
 
     kind, bench, name = ev["event"], ev.get("benchmark"), job.model.name
+    # Finished and failed pairs reach the console through the progress view (with their score).
     if kind == "benchmark_done":
-        took = duration(ev.get("seconds") or 0)
-        display.event(f"done    {name} x {bench} ({took})")
-        run.log_summary(f"pair {name} x {bench} done in {took}")
+        run.log_summary(f"pair {name} x {bench} done in {duration(ev.get('seconds') or 0)}")
     elif kind == "benchmark_failed":
-        display.event(f"FAILED  {name} x {bench}: {ev.get('error', '')}")
         run.log_summary(f"pair {name} x {bench} failed at {ev.get('stage')}: {ev.get('error', '')}")
     elif kind == "pair_reset":
         what = ", ".join(ev.get("changed", []))

@@ -30,10 +30,10 @@ from svrunner.files import write_atomic
 from .. import events, procs
 from ..errors import SpectravenvError
 from ..plan import Job, Plan, gpus_word
+from ..progress import Display
 from ..rundir import RunDir
 from ..schedule import choose_starts
 from .job import RUNNERS_DIR, runner_command
-from .local import Display
 
 CLIENT_TIMEOUT = 30.0
 POLL = 1.0
@@ -216,6 +216,9 @@ class SlurmRun:
     max_gpus: int
     retries: int = 0
     on_oom: Callable[[Job], bool] | None = None
+    # Called after each submission: the manifest records the job id at once, so a dispatcher
+    # killed a second later still leaves `--resume` the live jobs to wait for.
+    on_submit: Callable[[], None] | None = None
     submitted: list[Submitted] = field(default_factory=list)
 
 
@@ -285,6 +288,7 @@ def dispatch(plan: Plan, sr: SlurmRun, display: Display, stop: threading.Event,
                     error = (s.load_failed or {}).get("error") or f"Slurm job {s.slurm_id} {info.get('JobState')}"
                     if failures[s.job.id] > sr.retries or (oom and not (sr.on_oom and sr.on_oom(s.job))):
                         work.give_up(run, s.job, error)
+                        failures[s.job.id] = max(failures[s.job.id], sr.retries)  # none left to reopen with
                     else:
                         display.event(f"retry   {s.job.model.name} ({failures[s.job.id]}/{sr.retries})")
         live = [s for s in sr.submitted if not s.done]
@@ -306,9 +310,12 @@ def dispatch(plan: Plan, sr: SlurmRun, display: Display, stop: threading.Event,
                 counters[job.id] += 1
                 worker = f"{job.id}.w{counters[job.id]}"
                 sr.submitted.append(submit_one(job, worker, run, sr.script(job, worker), sr.env, display))
+                if sr.on_submit is not None:
+                    sr.on_submit()
         if first and not wait:
             return
         first = False
+        display.refresh()
         stop.wait(POLL)
 
 

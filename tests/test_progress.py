@@ -1,0 +1,171 @@
+"""Live progress: the view folded from a run's events (light), and real runs drawn on a real
+terminal under tmux, plain without one, and followed from elsewhere with `status --watch`."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from svrunner.protocol import EventLog
+
+from spectravenv import catalog, progress, rundir
+from spectravenv.paths import Paths
+
+from .conftest import DATA, Workspace
+
+
+def shipped(tmp_path: Path) -> catalog.Catalog:
+    return catalog.load(Paths.from_env({"HOME": str(tmp_path)}, cwd=DATA / "no-config"))
+
+
+def test_the_view_counts_units_rates_and_finished_pairs_from_events(tmp_path):
+    run = rundir.RunDir(tmp_path / "run")
+    run.write_manifest({"models": ["demo-tiny-llava"], "benchmarks": ["DemoMCQ", "DemoShapes"], "limit": 10,
+                        "status": "running"})  # fmt: skip
+    run.write_job({"job_id": "demo-tiny-llava.w1", "model": {"name": "demo-tiny-llava"},
+                   "fingerprint": {"env": {"name": "tf437"}}})  # fmt: skip
+    cat = shipped(tmp_path)
+    tracker = progress.Tracker(run, cat, estimate=100.0)
+    v = tracker.view()
+    assert (v.done, v.total, v.pairs, v.workers) == (0, 20, 2, [])
+    assert v.left is not None and v.left <= 100.0  # the plan's estimate until speeds are measured
+
+    log = EventLog(str(run.events_file("demo-tiny-llava.w1")), "demo-tiny-llava.w1", 0)
+    t = time.time()
+    log.emit(
+        "job_started", at=t, pid=os.getpid(), host=os.uname().nodename, cuda_visible_devices="3"
+    )
+    log.emit("benchmark_started", at=t + 1, benchmark="DemoMCQ", total=10, shards=2)
+    log.emit("unit_started", at=t + 1, benchmark="DemoMCQ", unit=0, of=2, rows=5, reused=1)
+    log.emit("progress", at=t + 2, benchmark="DemoMCQ", done=2, total=5, shard=[0, 2])
+    log.emit("progress", at=t + 4, benchmark="DemoMCQ", done=4, total=5, shard=[0, 2])
+    assert tracker.poll() == []
+    v = tracker.view(now=t + 4)
+    [w] = v.workers
+    assert (w.worker, w.env, w.where, w.benchmark, w.done, w.total) == (
+        "demo-tiny-llava.w1", "tf437", "gpu 3", "DemoMCQ", 4, 5)  # fmt: skip
+    assert w.rate == pytest.approx(1.0) and w.eta == pytest.approx(1.0)  # 2 samples in 2 s
+    assert v.done == 4 and v.left == pytest.approx(16.0)  # 16 left at the measured 1 sample/s
+    assert "expected finish" in progress.overall_text(v)
+
+    log.emit("unit_done", at=t + 5, benchmark="DemoMCQ", unit=0, of=2, samples=4, seconds=4)
+    (run.path / "m").mkdir()
+    (run.path / "m" / "acc.csv").write_text('"split","Overall"\n"none","0.75"\n')
+    log.emit("benchmark_done", at=t + 6, benchmark="DemoMCQ", score_files=["m/acc.csv"], samples=10)
+    assert tracker.poll() == ["done    demo-tiny-llava x DemoMCQ: Overall accuracy 75.00"]
+    assert tracker.view().done == 10 and tracker.view().pairs_finished == 1
+    log.emit("job_done", at=t + 7, ok=True)
+    tracker.poll()
+    assert tracker.view().workers == []
+    text = progress.plain(tracker.view())
+    assert "\x1b" not in text and "10/20 samples (50%), 1/2 pairs" in text
+
+
+def test_a_worker_killed_without_a_word_leaves_the_view(tmp_path):
+    run = rundir.RunDir(tmp_path / "run")
+    run.write_manifest({"models": [], "benchmarks": [], "status": "running"})
+    proc = subprocess.Popen(["sleep", "60"])
+    log = EventLog(str(run.events_file("m.w1")), "m.w1", 0)
+    log.emit("job_started", pid=proc.pid, host=os.uname().nodename)
+    tracker = progress.Tracker(run, shipped(tmp_path))
+    tracker.poll()
+    assert [w.worker for w in tracker.view().workers] == ["m.w1"]
+    proc.kill()
+    proc.wait()
+    assert tracker.view().workers == []
+
+
+# ---- real runs ---------------------------------------------------------------------------------
+
+SLOW = '[models.slow-demo]\nenv = "tf437"\nbuiltin = "demo-tiny-llava"\ncpu = true\nkwargs = { sleep = 0.5 }\n'
+
+
+def tmux(*args: str) -> str:
+    return subprocess.run(["tmux", "-L", "spectravenv-test", *args], check=True, capture_output=True,
+                          text=True).stdout  # fmt: skip
+
+
+def screen() -> str:
+    return tmux("capture-pane", "-p", "-t", "t")
+
+
+def wait_screen(pred, what: str, timeout: float = 300) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        text = screen()
+        if pred(text):
+            return text
+        assert time.monotonic() < deadline, f"timed out waiting for {what}; screen:\n{text}"
+        time.sleep(0.3)
+
+
+def in_tmux(ws: Workspace, command: list[str]) -> None:
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in ws.env.items() if k.isidentifier())
+    line = f"cd {shlex.quote(str(ws.cwd))} && env -i {env} {shlex.join(command)}; echo EXITED $?; sleep 600"
+    tmux("new-session", "-d", "-s", "t", "-x", "200", "-y", "50", line)
+
+
+@pytest.fixture
+def terminal():
+    yield
+    subprocess.run(["tmux", "-L", "spectravenv-test", "kill-server"], capture_output=True)
+
+
+@pytest.mark.heavy
+def test_a_run_on_a_terminal_shows_live_workers_and_an_overall_bar(demo_ws, terminal):
+    from .conftest import spectravenv_exe
+
+    (demo_ws.cwd / "spectravenv.toml").write_text(SLOW)
+    in_tmux(
+        demo_ws,
+        [*spectravenv_exe(), "eval", "slow-demo", "DemoMCQ", "--limit", "16", "--run-name", "live"],
+    )
+    text = wait_screen(lambda s: "slow-demo.w1" in s and "/s" in s, "a worker line with its rate")
+    assert "tf437" in text and "DemoMCQ" in text and "expected finish" in text
+    # The live row (the "started slow-demo.w1 ..." line scrolled above it names the worker too).
+    [line] = [ln for ln in text.splitlines() if "slow-demo.w1" in ln and "/s" in ln]
+    done, total = line.split("DemoMCQ")[1].split()[0].split("/")
+    assert total == "16" and 0 < int(done) <= 16
+    final = wait_screen(lambda s: "EXITED" in s, "the run to end")
+    assert "EXITED 0" in final
+    run = demo_ws.cwd / "outputs" / "live"
+    # The finished pair scrolled above the view with the score the tables hold.
+    with (run / "results" / "summary.csv").open() as f:
+        [row] = list(csv.DictReader(f))
+    assert f"done    slow-demo x DemoMCQ: {row['metric']} {float(row['value']):.2f}" in final
+    assert "slow-demo.w1" not in final.split("EXITED")[0].splitlines()[-3:], (
+        "the live view was cleared"
+    )
+
+
+@pytest.mark.heavy
+def test_without_a_terminal_progress_is_plain_lines(demo_ws):
+    (demo_ws.cwd / "spectravenv.toml").write_text(SLOW)
+    proc = demo_ws.run("eval", "slow-demo", "DemoShapes", "--limit", "6", "--run-name", "plain")
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b" not in proc.stderr + proc.stdout and "\r" not in proc.stderr
+    assert "done    slow-demo x DemoShapes: " in proc.stderr
+
+
+@pytest.mark.heavy
+def test_status_watch_follows_a_run_started_elsewhere(demo_ws, terminal):
+    from .conftest import spectravenv_exe
+
+    (demo_ws.cwd / "spectravenv.toml").write_text(SLOW)
+    p = demo_ws.popen("eval", "slow-demo", "DemoMCQ", "--limit", "16", "--run-name", "w")
+    run = demo_ws.cwd / "outputs" / "w"
+    deadline = time.monotonic() + 300
+    while not list((run / ".spectravenv" / "events").glob("*.jsonl")):
+        assert time.monotonic() < deadline and p.poll() is None, "the run did not start"
+        time.sleep(0.2)
+    in_tmux(demo_ws, [*spectravenv_exe(), "status", str(run), "--watch"])
+    text = wait_screen(lambda s: "slow-demo.w1" in s and "DemoMCQ" in s, "the watched worker")
+    assert "samples" in text
+    final = wait_screen(lambda s: "EXITED" in s, "watch to end with the run", timeout=400)
+    p.communicate(timeout=60)
+    assert "EXITED 0" in final and "slow-demo" in final and "done" in final
