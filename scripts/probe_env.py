@@ -10,6 +10,10 @@ class, what reading its code tells (nothing is built, nothing is downloaded):
   lacks, a package that is not installed);
 - whether it can spread one model over several GPUs (it loads with device_map="auto", or splits
   the model itself).
+And for every image dataset its VLMEvalKit knows, the class that builds it and the TSV's
+download URL and md5 (`DATASET_URL`/`DATASET_MD5`), which `spectravenv prefetch` downloads and
+checks exactly as VLMEvalKit would; `standard` says whether the class loads it through the
+base class's `prepare_tsv` (else it has a loader of its own, and URL/md5 may not describe it).
 scripts/gen_catalog.py turns the outputs of all envs into the catalog. Run them all with
 `python scripts/probe_envs.py` (host side).
 """
@@ -129,6 +133,35 @@ def env_vars(cls: type, class_text: str) -> list[str]:
     return sorted(set(_ENV_VAR.findall(class_text)) | set(_ENV_VAR.findall(module_text)))
 
 
+def datasets() -> dict[str, dict[str, Any]]:
+    """Every image dataset name -> the class `build_dataset` picks for it (the first in
+    DATASET_CLASSES that lists it), its TSV's URL and md5 (None where the class has none)."""
+    from vlmeval.dataset import DATASET_CLASSES
+    from vlmeval.dataset.image_base import ImageBaseDataset
+
+    try:
+        from vlmeval.dataset.video_dataset_config import supported_video_datasets
+    except Exception:
+        supported_video_datasets = {}
+    out: dict[str, dict[str, Any]] = {}
+    for cls in DATASET_CLASSES:
+        try:
+            names = cls.supported_datasets()
+        except Exception:
+            continue
+        urls = getattr(cls, "DATASET_URL", None)
+        urls = urls if isinstance(urls, dict) else {}
+        md5s = getattr(cls, "DATASET_MD5", None)
+        md5s = md5s if isinstance(md5s, dict) else {}
+        standard = (getattr(cls, "load_data", None) is ImageBaseDataset.load_data
+                    and getattr(cls, "prepare_tsv", None) is ImageBaseDataset.prepare_tsv)  # fmt: skip
+        for name in names:
+            if name not in out and name not in supported_video_datasets:
+                out[name] = {"class": cls.__name__, "url": urls.get(name) or None,
+                             "md5": md5s.get(name) or None, "standard": standard}  # fmt: skip
+    return dict(sorted(out.items()))
+
+
 def main(out_path: str) -> None:
     import transformers
     import vlmeval  # noqa: F401
@@ -143,7 +176,7 @@ def main(out_path: str) -> None:
     from importlib import metadata
 
     placeholders = {
-        name: getattr(mod, "_spectravenv_unavailable")
+        name: mod._spectravenv_unavailable
         for name, mod in sorted(sys.modules.items())
         if name.startswith("vlmeval.") and getattr(mod, "_spectravenv_unavailable", None)
     }
@@ -181,6 +214,7 @@ def main(out_path: str) -> None:
         "placeholders": placeholders,
         "models": models,
         "classes": classes,
+        "datasets": datasets(),
     }
     with open(out_path, "w") as fh:
         json.dump(result, fh, indent=1, sort_keys=True)

@@ -8,6 +8,8 @@ fields of existing ones (same table layout: `[envs.X]`, `[models.X]`, `[benchmar
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,10 @@ class Env:
     # (VLMEvalKit class, the envs that run it) for classes this env does not serve: the import
     # guard names the right env when such a class cannot be imported here.
     elsewhere: tuple[tuple[str, str], ...] = ()
+    # An interpreter the site provides (its torch, its CUDA build): the env is a venv of it that
+    # sees its packages and holds, hash-locked, only what it lacks (envs.py, docs/air-gapped.md).
+    # Kept as written, never resolved: a venv's `bin/python` is a link to another interpreter.
+    base_python: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,11 @@ class Benchmark:
     builtin: str | None = None
     tsv: Path | None = None
     experimental: bool = False
+    # Where its TSV comes from: VLMEvalKit's DATASET_URL / DATASET_MD5 for official sets
+    # (generated into catalog_data/vlmeval_datasets.toml), or a user's own for a custom set.
+    # `spectravenv prefetch` downloads it to $LMUData/<name>.tsv and checks the md5.
+    url: str | None = None
+    md5: str | None = None
 
 
 @dataclass(frozen=True)
@@ -219,6 +230,7 @@ _ENV_KEYS = {
     "exclude_newer": str,
     "description": str,
     "verify": list,
+    "base_python": str,
 }
 _ADDON_KEYS = {"env": str, "source": str, "description": str}
 _MODEL_KEYS = {
@@ -258,6 +270,8 @@ _BENCH_KEYS = {
     "builtin": str,
     "tsv": str,
     "experimental": bool,
+    "url": str,
+    "md5": str,
 }
 _KIND_NAMES = {
     str: "a string",
@@ -355,7 +369,23 @@ def _build_env(name: str, f: dict[str, Any], homes: dict[str, set[str]]) -> Env:
         description=f.get("description", ""),
         verify=tuple(f.get("verify", ("transformers", "vlmeval"))),
         elsewhere=tuple(sorted((cls, ", ".join(sorted(e))) for cls, e in homes.items() if name not in e)),
+        base_python=_base_python(name, f),
     )
+
+
+def _base_python(name: str, f: dict[str, Any]) -> Path | None:
+    """An interpreter path, relative to the file that gives it; symlinks are kept (a venv's
+    python links to the interpreter it was made from, whose packages are not the venv's)."""
+    value = f.get("base_python")
+    if value is None:
+        return None
+    if not value.strip():
+        raise SpectravenvError(
+            f"{f['__file__']}: env {name!r} has an empty base_python; give the path of a Python "
+            "interpreter (e.g. /opt/site/bin/python3.10) or leave the key out"
+        )
+    p = Path(value).expanduser()
+    return Path(os.path.normpath(p if p.is_absolute() else f["__dir__"] / p))
 
 
 def _build_model(name: str, f: dict[str, Any]) -> Model:
@@ -405,6 +435,13 @@ def _build_model(name: str, f: dict[str, Any]) -> Model:
 
 def _build_benchmark(name: str, f: dict[str, Any]) -> Benchmark:
     kind = f.get("kind", "MCQ")
+    md5 = f.get("md5")
+    if md5 is not None and not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
+        raise SpectravenvError(f"{f['__file__']}: benchmarks.{name}.md5 must be 32 hex digits "
+                               f"(`md5sum FILE` gives it), not {md5!r}")  # fmt: skip
+    if f.get("url") and not f["url"].startswith(("http://", "https://")):
+        raise SpectravenvError(f"{f['__file__']}: benchmarks.{name}.url must be an http(s) URL, "
+                               f"not {f['url']!r}; a local file is `tsv = \"PATH\"`")  # fmt: skip
     return Benchmark(
         name=name,
         category=f.get("category", "Custom"),
@@ -419,6 +456,8 @@ def _build_benchmark(name: str, f: dict[str, Any]) -> Benchmark:
         builtin=f.get("builtin"),
         tsv=_resolve(f["__dir__"], f["tsv"]) if "tsv" in f else None,
         experimental=f.get("experimental", False),
+        url=f.get("url"),
+        md5=md5.lower() if md5 else None,
     )
 
 
@@ -431,8 +470,37 @@ def _merge(
             for name, fields in entries.items():
                 # An override keeps the fields it does not mention, but paths it gives are
                 # relative to its own file.
-                merged[section][name] = {**merged[section].get(name, {}), **fields}
+                old = _absolute_paths(section, merged[section].get(name, {}), fields)
+                merged[section][name] = {**old, **fields}
     return merged
+
+
+# Keys holding paths relative to the file that gives them (see _build_env, _build_model, ...).
+_PATH_KEYS = {
+    "envs": ("lock", "source", "overrides", "base_python"),
+    "models": ("model_path",),
+    "benchmarks": ("tsv",),
+}
+
+
+def _absolute_paths(section: str, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """`old` with the relative paths that `new` (an override from another file, which brings its
+    own __dir__) leaves alone made absolute against old's folder: `[envs.tf437] base_python =
+    "..."` in a user's file keeps the shipped lock."""
+    if not old:
+        return old
+    out = dict(old)
+    for key in _PATH_KEYS.get(section, ()):
+        value = old.get(key)
+        if key in new or not isinstance(value, str) or Path(value).expanduser().is_absolute():
+            continue
+        if key == "model_path" and not value.startswith("."):
+            continue  # a hub id ("org/name"), not a path
+        # base_python keeps symlinks (a venv's python links elsewhere): normpath, not resolve.
+        p = Path(value).expanduser()
+        out[key] = str(os.path.normpath(old["__dir__"] / p) if key == "base_python"
+                       else _resolve(old["__dir__"], value))  # fmt: skip
+    return out
 
 
 def load(paths: Paths) -> Catalog:

@@ -127,11 +127,20 @@ def lock(env_names: tuple[str, ...], upgrade: bool) -> None:
 @cli.command()
 @click.argument("env_names", metavar="[ENV]...", nargs=-1)
 @click.option("--no-addons", is_flag=True, help="Skip git-only add-ons (they need network access).")
-def sync(env_names: tuple[str, ...], no_addons: bool) -> None:
+@click.option("--wheelhouse", type=click.Path(path_type=Path), metavar="DIR",
+              help="Build from this `wheelhouse export` folder, with no index at all  [env: SPECTRAVENV_WHEELHOUSE]")  # fmt: skip
+def sync(env_names: tuple[str, ...], no_addons: bool, wheelhouse: Path | None) -> None:
     """Build ENVs (all when none named) if missing or out of date; a no-op when ready."""
+    import dataclasses
+
     from . import envs
 
     paths, cat = _context()
+    if wheelhouse is not None:
+        from . import wheelhouse as wh
+
+        paths = dataclasses.replace(paths, wheelhouse=wheelhouse.absolute())
+        wh.read_manifest(paths.wheelhouse)  # a wrong folder is an error now, not after a build
     chosen = [cat.env(n) for n in env_names] or list(cat.envs.values())
     failed = []
     for env in chosen:
@@ -147,6 +156,37 @@ def sync(env_names: tuple[str, ...], no_addons: bool) -> None:
                 failed.append(addon.name)
     if failed:
         sys.exit(1)
+
+
+@cli.group()
+def wheelhouse() -> None:
+    """Wheelhouses: every file of some envs' locks in one folder, to build them with no index."""
+
+
+@wheelhouse.command(name="export")
+@click.argument("folder", metavar="DIR", type=click.Path(path_type=Path))
+@click.argument("env_names", metavar="[ENV]...", nargs=-1)
+def wheelhouse_export(folder: Path, env_names: tuple[str, ...]) -> None:
+    """Put every file the ENVs (all when none named) need into DIR: the lock's files, hash-checked,
+    wheels built here from sdist-only packages, add-ons, and a manifest. Files already there with
+    the right sha256 are kept; run it again to finish an interrupted export."""
+    from . import wheelhouse as wh
+    from .console import size
+
+    paths, cat = _context()
+    summary = wh.export(cat, paths, folder, env_names, report=_say)
+    for e in summary.envs:
+        built = f", {len(e.built)} built from sdists ({', '.join(e.built)})" if e.built else ""
+        base = f", {len(e.left_to_base)} left to base_python" if e.left_to_base else ""
+        click.echo(f"{e.name}: {e.packages} packages in {e.files} files{built}{base}; {e.requirements}")
+    for name, why in summary.addons_missing:
+        _say(f"spectravenv: warning: add-on {name} was not exported: {why}")
+    click.echo(
+        f"{summary.folder}: {size(summary.total_bytes)} in all; downloaded {summary.downloaded_files} "
+        f"files ({size(summary.downloaded_bytes)}), {summary.already_there} were already there; "
+        f"{summary.seconds:.0f} s. Build from it with `spectravenv sync --wheelhouse {summary.folder}` "
+        f"or SPECTRAVENV_WHEELHOUSE={summary.folder}"
+    )
 
 
 @cli.command(name="envs")
@@ -314,6 +354,11 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     "--cancel-on-interrupt", is_flag=True, help="Slurm: Ctrl-C while waiting cancels the jobs."
 )
 @click.option("--seed", type=int, help="Seed for choosing the --limit samples  [default: 0]")
+@click.option("--offline", is_flag=True,
+              help="For nodes without internet: every TSV and checkpoint must be on disk (checked before "
+                   "anything starts); jobs run with the hub offline  [on when HF_HUB_OFFLINE=1]")  # fmt: skip
+@click.option("--prefetch", "prefetch_first", is_flag=True,
+              help="Download the TSVs and checkpoints the plan needs first (as `spectravenv prefetch`).")  # fmt: skip
 def eval_cmd(
     names,
     models,
@@ -341,6 +386,8 @@ def eval_cmd(
     max_gpus,
     cancel_on_interrupt,
     seed,
+    offline,
+    prefetch_first,
 ) -> None:
     """Evaluate models on benchmarks, each model in its env, on the GPUs it gets.
 
@@ -364,10 +411,46 @@ def eval_cmd(
         slurm=SlurmOptions(partition=partition, account=account, qos=qos, time=time_limit,
                            extra=list(slurm_args), wait=not no_wait, cpus_per_gpu=cpus_per_gpu,
                            cancel_on_interrupt=cancel_on_interrupt, max_gpus=max_gpus),
+        offline=offline, prefetch=prefetch_first,
         argv=["spectravenv", *sys.argv[1:]],
     )  # fmt: skip
     code = evaluate(req, paths, cat, sys.stdout, sys.stderr)
     sys.exit(code)
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option("-m", "--model", "models", multiple=True, help="A model (repeatable).")
+@click.option("-d", "--data", "data", multiple=True, help="A benchmark (repeatable).")
+@click.option("--env-file", type=click.Path(path_type=Path),
+              help="HF_TOKEN=... for gated models  [default: ./.env if present]")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Say what is on disk and what would be fetched.")
+def prefetch(names, models, data, env_file, dry_run) -> None:
+    """Download benchmarks' TSVs into $LMUData and models' checkpoints into $HF_HOME.
+
+    NAMES are models and benchmarks in any order, as for `eval`. For nodes without internet
+    access: run it where there is, then `spectravenv eval --offline` there. TSVs are checked
+    against VLMEvalKit's md5, checkpoints file by file against the hub; an interrupted download
+    continues where it stopped, and what is complete already is skipped.
+    """
+    from . import prefetch as pf
+    from . import secrets
+    from .evaluation import classify_names
+
+    paths, cat = _context()
+    ms, bs = classify_names(cat, list(names), list(models), list(data))
+    if not ms and not bs:
+        raise SpectravenvError("name at least one model or benchmark, e.g. `spectravenv prefetch MMBench_DEV_EN qwen_chat`")
+    ms, bs = list(dict.fromkeys(ms)), list(dict.fromkeys(bs))
+    models_, benchmarks_ = [cat.models[m] for m in ms], [cat.benchmarks[b] for b in bs]
+    if dry_run:
+        click.echo(pf.describe(pf.needs(models_, benchmarks_, paths), paths))
+        return
+    sec = secrets.load(env_file or Path(".env"), required=env_file is not None)
+    for warning in sec.warnings():
+        _say(f"spectravenv: warning: {warning}")
+    done = pf.fetch(cat, models_, benchmarks_, paths, sec, sys.stderr)
+    click.echo(f"prefetch: {len(done)} done; LMUData={paths.data_root}, HF_HOME={paths.hf_home}")
 
 
 @cli.command()
@@ -376,7 +459,8 @@ def eval_cmd(
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path),
               help="Where a merge of several runs is written  [default: ./merged-report]")  # fmt: skip
 def report(run_dirs, output_dir) -> None:
-    """Rebuild tables and EVALUATION_REPORT.md from run folders; merge several into one matrix.
+    """Rebuild tables, EVALUATION_REPORT.md/.html and results.json from run folders; merge
+    several into one matrix.
 
     Needs only the run folders (no env, no .env: nothing in them holds a secret). With several
     runs, the newest finished result of each (model, benchmark) wins and names the run it came from.
@@ -398,14 +482,41 @@ def report(run_dirs, output_dir) -> None:
 
 
 @cli.command()
+@click.argument("run_a", type=click.Path(path_type=Path))
+@click.argument("run_b", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="The comparison as JSON, for machines.")
+def compare(run_a: Path, run_b: Path, as_json: bool) -> None:
+    """What changed from RUN_A to RUN_B: each pair's score difference and status, and every
+    provenance difference that could explain it (limit, seed, judge, locks, versions, GPUs, ...)."""
+    from . import compare as compare_mod
+    from . import rundir
+
+    _, cat = _context()
+    a, b = rundir.open_run(run_a), rundir.open_run(run_b)
+    c = compare_mod.compare(a, b, cat)
+    click.echo(compare_mod.dumps(c) if as_json else compare_mod.render_text(c))
+
+
+@cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-def status(run_dir: Path) -> None:
-    """Show where a run stands (each pair's status and score), from disk, writing nothing."""
+@click.option("--watch", is_flag=True,
+              help="Follow the run live (workers, samples, rate, ETA) until it ends; Ctrl-C stops watching.")  # fmt: skip
+def status(run_dir: Path, watch: bool) -> None:
+    """Show where a run stands (each pair's status and score), from disk, writing nothing.
+
+    With --watch, the live view of a run started elsewhere (a Slurm run, from a login node)."""
     from . import report as report_mod
     from . import results, rundir
 
     _, cat = _context()
     run = rundir.open_run(run_dir)
+    if watch:
+        from .progress import watch as follow
+
+        try:
+            follow(run, cat, sys.stderr)
+        except KeyboardInterrupt:
+            _say("stopped watching; the run goes on")
     manifest = run.manifest() or {}
     state = manifest.get("status", "?")
     if state == "running" and not results.run_is_live(run, manifest):

@@ -28,7 +28,7 @@ from . import locks, procs
 from .catalog import Addon, Catalog, Env
 from .errors import SpectravenvError
 from .paths import RUNNERS_DIR, Paths
-from .pythons import find_python
+from .pythons import BaseInterpreter, find_python, inspect_base
 from .rundir import write_json
 from .uvtool import uv_cmd, uv_env
 
@@ -41,6 +41,10 @@ PYC_STORE = RUNNERS_DIR / "pyc_store.py"
 # (secrets travel in the job's environment; without the file every job log starts with an error).
 GUARD_MODULE = "_spectravenv_vlmeval_guard"
 ENV_INFO = "_spectravenv_env.json"
+# A base_python env's view of its base: the base's site folders, added after the env's own (see
+# _base_pth). What uv installed into the env was installed with the base out of sight.
+BASE_PTH = "_spectravenv_base.pth"
+REQUIREMENTS = ".spectravenv-requirements.txt"  # what the build installed, when not the lock itself
 
 Reporter = Callable[[str], None]
 
@@ -57,34 +61,121 @@ class EnvState:
     state: str  # ready | missing | stale | broken
     marker: dict[str, Any] | None
     reason: str = ""
+    base: BaseInterpreter | None = None  # what a base_python env's base provides, as it is now
 
     @property
     def python(self) -> Path:
         return self.path / "bin" / "python"
 
 
-def added_files(env: Env) -> dict[str, bytes]:
+def added_files(env: Env, base: BaseInterpreter | None = None) -> dict[str, bytes]:
     """What spectravenv writes into the env's site-packages, by file name: part of the env's key."""
     info = {"env": env.name, "transformers": env.transformers, "elsewhere": dict(env.elsewhere)}
-    return {
+    files = {
         f"{GUARD_MODULE}.py": GUARD.read_bytes(),
         f"{GUARD_MODULE}.pth": f"import {GUARD_MODULE}\n".encode(),
         ENV_INFO: (json.dumps(info, sort_keys=True) + "\n").encode(),
         ".env": b"# spectravenv: secrets reach jobs through their environment, never this file\n",
     }
+    if base is not None:
+        files[BASE_PTH] = _base_pth(base)
+    return files
 
 
-def env_key(env: Env) -> str:
-    """Hash of everything that defines an env's contents."""
+def _base_pth(base: BaseInterpreter) -> bytes:
+    """The base's site folders, processed like site-packages (their own .pth files included) and
+    after the env's own, so the env sees every base package and uv never saw one. Not
+    `--system-site-packages`: for a base that is itself a venv, that would show the packages of
+    the interpreter the venv was made from, not the venv's. No bytecode is written from the env,
+    so nothing ever lands in the site's installation (the env's own files are compiled at build)."""
+    dirs = list(base.site_dirs)
+    return (
+        "import site, sys; sys.dont_write_bytecode = True; "
+        f"list(map(site.addsitedir, {dirs!r}))  # spectravenv: base_python {base.path}\n"
+    ).encode()
+
+
+def base_of(env: Env) -> BaseInterpreter | None:
+    """What an env's base_python provides now (one short run of it), or None for a plain env."""
+    return inspect_base(env.base_python, env.name) if env.base_python is not None else None
+
+
+def env_key(env: Env, base: BaseInterpreter | None = None) -> str:
+    """Hash of everything that defines an env's contents; for a base_python env that includes
+    the base's Python and every package it has (version and RECORD), so a changed base gives a
+    new env, never a silently different one."""
     if not env.lock.is_file():
         locks.read(env.lock, env.name)  # raises the one-line "missing lock" error
+    if env.base_python is not None and base is None:
+        base = base_of(env)
     h = hashlib.sha256()
     h.update(f"recipe={RECIPE}\npython={env.python}\ntransformers={env.transformers}\n".encode())
     h.update(f"verify={','.join(env.verify)}\n".encode())
+    if base is not None:
+        h.update(f"base_python={env.base_python}\nbase={base.digest()}\n".encode())
     h.update(env.lock.read_bytes())
-    for name, data in sorted(added_files(env).items()):
+    for name, data in sorted(added_files(env, base).items()):
         h.update(f"\n{name}\n".encode() + hashlib.sha256(data).hexdigest().encode())
     return h.hexdigest()[:16]
+
+
+def same_version(have: str, pinned: str) -> bool:
+    """`have` satisfies `==pinned` as pip reads it: a local label (2.1.2+cu121) is ignored when
+    the pin has none."""
+    from packaging.specifiers import InvalidSpecifier, Specifier
+
+    try:
+        return Specifier(f"=={pinned}").contains(have, prereleases=True)
+    except InvalidSpecifier:
+        return have == pinned
+
+
+def split_for_base(
+    env: Env, packages: list[locks.LockedPackage], base: BaseInterpreter
+) -> tuple[list[locks.LockedPackage], list[locks.LockedPackage]]:
+    """(what the base already has at the locked version, what the env must install).
+
+    A base package is never shadowed: one the base has at another version than the lock pins is
+    refused (its other packages were built against it), torch and transformers first, because a
+    base whose torch or transformers differs cannot serve the env's models."""
+    if base.python.rsplit(".", 1)[0] != env.python and base.python != env.python:
+        raise SpectravenvError(
+            f"env {env.name!r}: base_python {env.base_python} is Python {base.python}, but the "
+            f"env is Python {env.python} (its lock is resolved for it); point base_python at a "
+            f"Python {env.python}, or set python = \"{base.python.rsplit('.', 1)[0]}\" and re-lock"
+        )
+    tf = base.version_of("transformers")
+    if tf is not None and not same_version(tf, env.transformers):
+        raise SpectravenvError(
+            f"env {env.name!r} cannot run on base_python {env.base_python}: the base has "
+            f"transformers {tf}, but the env declares transformers {env.transformers}, which its "
+            f"models need; use a base with transformers {env.transformers} (or none: the lock's "
+            "is then installed), or an env that declares the base's"
+        )
+    satisfied, extras, conflicts = [], [], []
+    for p in packages:
+        have = base.version_of(p.name)
+        if have is None:
+            extras.append(p)
+        elif same_version(have, p.version):
+            satisfied.append(p)
+        else:
+            conflicts.append((p, have))
+    if conflicts:
+        conflicts.sort(key=lambda c: (c[0].name not in ("torch", "transformers"), c[0].name))
+        p, have = conflicts[0]
+        others = [c[0].name for c in conflicts[1:]]
+        more = f" (and {len(others)} more: {', '.join(others[:5])}{', ...' if len(others) > 5 else ''})" if others else ""
+        head = (
+            f"env {env.name!r} cannot run on base_python {env.base_python}: the base has "
+            f"{p.name} {have}, but {env.lock.name} pins {p.name}=={p.version}{more}"
+        )
+        raise SpectravenvError(
+            f"{head}; spectravenv never shadows a base package: re-lock against this base with "
+            f"`spectravenv lock {env.name}` (it resolves with the base's packages fixed), or use "
+            "a base that matches the lock"
+        )
+    return satisfied, extras
 
 
 def env_dir(paths: Paths, env: Env, key: str) -> Path:
@@ -99,29 +190,33 @@ def _read_marker(path: Path) -> dict[str, Any] | None:
 
 
 def status(env: Env, paths: Paths) -> EnvState:
-    """Inspect an env without calling uv or starting its Python: cheap enough for every command."""
-    key = env_key(env)
+    """Inspect an env without calling uv or starting its Python: cheap enough for every command
+    (a base_python env runs its base once, ~0.1 s, to see whether the base changed)."""
+    base = base_of(env)
+    key = env_key(env, base)
     final = env_dir(paths, env, key)
     if final.is_dir():
         marker = _read_marker(final)
         if marker is None or marker.get("key") != key:
-            return EnvState(env, key, final, "broken", marker, "marker missing or wrong")
+            return EnvState(env, key, final, "broken", marker, "marker missing or wrong", base)
         if not (final / "bin" / "python").exists():
             # The interpreter it was made from has gone (a Python upgrade, a removed pyenv).
-            return EnvState(env, key, final, "broken", marker, "its Python interpreter is gone")
-        return EnvState(env, key, final, "ready", marker)
+            return EnvState(env, key, final, "broken", marker, "its Python interpreter is gone", base)
+        return EnvState(env, key, final, "ready", marker, "", base)
     older = [p for p in _env_folders(paths, env.name) if p != final]
     if older:
         newest = max(older, key=lambda p: p.stat().st_mtime)
+        why = "built from an older lock" + (" or base" if base is not None else "")
         return EnvState(
             env,
             key,
             final,
             "stale",
             _read_marker(newest),
-            f"built from an older lock: {newest.name}",
+            f"{why}: {newest.name}",
+            base,
         )
-    return EnvState(env, key, final, "missing", None)
+    return EnvState(env, key, final, "missing", None, "", base)
 
 
 def _env_folders(paths: Paths, name: str) -> list[Path]:
@@ -217,29 +312,53 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _build(env: Env, key: str, paths: Paths, report: Reporter) -> None:
+def _build(env: Env, key: str, paths: Paths, report: Reporter, base: BaseInterpreter | None = None) -> None:
     packages = locks.read(env.lock, env.name)
     final = env_dir(paths, env, key)
     tmp = paths.envs / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    python = find_python(env.python, paths)
-    report(f"building env {env.name} ({len(packages)} packages, Python {env.python}) ...")
+    # What to install: the lock, or (base_python) only what the base lacks; from the index, or
+    # from a wheelhouse, whose files are all checked here, before anything is built.
+    satisfied, needed = split_for_base(env, packages, base) if base is not None else ([], packages)
+    wheelhouse = paths.wheelhouse
+    requirements = None
+    if wheelhouse is not None:
+        from . import wheelhouse as wh
+
+        requirements = wh.requirements_for(wheelhouse, env, needed)
+    elif base is not None:
+        requirements = locks.as_requirements(needed)
+    python = base.path if base is not None else find_python(env.python, paths, offline=wheelhouse is not None)
+    where = f", from wheelhouse {wheelhouse}" if wheelhouse is not None else ""
+    on_base = f" on base_python {base.path}, which has {len(satisfied)} of them" if base is not None else ""
+    report(f"building env {env.name} ({len(packages)} packages, Python {env.python}{on_base}{where}) ...")
     started = time.monotonic()
     uv = uv_env(paths)
+    offline: list[str] = []
+    if wheelhouse is not None:
+        # No index, no interpreter download, no network at all: a missing file is a clear error
+        # at once, never a wait for a connection timeout.
+        uv.update(UV_OFFLINE="1", UV_PYTHON_DOWNLOADS="never")
+        offline = ["--no-index", "--find-links", str(wheelhouse / "wheels")]
     try:
         # --relocatable: scripts find their Python relative to themselves, so the rename below
         # does not break them.
         proc = procs.run(uv_cmd("venv", "--relocatable", "--python", python, tmp), env=uv)
         if proc.returncode != 0:
             raise _sync_error(env, proc.stderr, paths)
-        cmd = uv_cmd("pip", "sync", "--python", tmp / "bin" / "python", "--require-hashes", env.lock)
-        proc = procs.run(cmd, env=uv)
-        if proc.returncode != 0:
-            raise _sync_error(env, proc.stderr, paths, procs.keep_log(paths.logs, "uv-sync", cmd, proc))
+        source = env.lock
+        if requirements is not None:
+            source = tmp / REQUIREMENTS  # kept in the env: what this build installed, and how
+            source.write_text(requirements)
+        if needed:
+            cmd = uv_cmd("pip", "sync", "--python", tmp / "bin" / "python", "--require-hashes", *offline, source)
+            proc = procs.run(cmd, env=uv)
+            if proc.returncode != 0:
+                raise _sync_error(env, proc.stderr, paths, procs.keep_log(paths.logs, "uv-sync", cmd, proc))
         site = next((tmp / "lib").glob("python*/site-packages"))
         # New files only: uv hardlinks the lock's files to its cache, so editing one in place
-        # would edit every env that shares it.
-        for name, data in added_files(env).items():
+        # would edit every env that shares it. The base's folders join only now, after uv.
+        for name, data in added_files(env, base).items():
             (site / name).write_bytes(data)
         # Bytecode now, so no job pays for compiling `vlmeval` again; shared with every env that
         # has the same source files (runners/pyc_store.py), so a second env costs little.
@@ -258,6 +377,9 @@ def _build(env: Env, key: str, paths: Paths, report: Reporter) -> None:
             "versions": info["versions"],
             "cuda_runtime": info.get("cuda_runtime"),  # of the torch build; the driver is per node
             "packages": len(packages),
+            "installed": len(needed),
+            "base_python": base.record() if base is not None else None,
+            "wheelhouse": str(wheelhouse) if wheelhouse is not None else None,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "build_seconds": round(time.monotonic() - started, 1),
         }
@@ -304,7 +426,7 @@ def ensure(env: Env, paths: Paths, report: Reporter = _quiet) -> EnvState:
         # Left-overs of builds of this very key were killed: we hold its lock.
         for leftover in paths.envs.glob(f".tmp-{st.path.name}-*"):
             shutil.rmtree(leftover, ignore_errors=True)
-        _build(env, st.key, paths, report)
+        _build(env, st.key, paths, report, st.base)
     return status(env, paths)
 
 
@@ -336,6 +458,18 @@ def ensure_addon(
             return final
         tmp = paths.addons / f".tmp-{final.name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
+        if paths.wheelhouse is not None:
+            from . import wheelhouse as wh
+
+            archive = wh.addon_archive(paths.wheelhouse, addon)  # checked against its sha256
+            report(f"installing add-on {addon.name} from {archive} ...")
+            try:
+                wh.unpack_addon(archive, tmp)
+                write_json(tmp / MARKER, {"addon": addon.name, "source": addon.source, "from": str(archive)})
+                os.rename(tmp, final)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            return final
         report(f"installing add-on {addon.name} from {addon.source} ...")
         proc = procs.run(
             uv_cmd("pip", "install", "--python", env_state.python, "--no-deps",
@@ -395,8 +529,13 @@ def freed_by_removing(folders: list[Path]) -> int:
 def referenced_folders(catalog: Catalog, paths: Paths) -> set[Path]:
     keep = set()
     for env in catalog.envs.values():
-        with contextlib.suppress(SpectravenvError, OSError):
+        try:
             keep.add(env_dir(paths, env, env_key(env)))
+        except (SpectravenvError, OSError):
+            if env.base_python is not None:
+                # A base that cannot be asked now (an unmounted filesystem) says nothing about
+                # which of its envs are current: keep them all.
+                keep.update(_env_folders(paths, env.name))
     return keep
 
 

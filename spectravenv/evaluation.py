@@ -31,8 +31,9 @@ from . import secrets as secrets_mod
 from .catalog import Catalog
 from .errors import SpectravenvError
 from .launch import job as jobfiles
-from .launch.local import Display, Launch, narrate, run_plan
+from .launch.local import Launch, narrate, run_plan
 from .paths import PACKAGE_DIR, Paths
+from .progress import Display, Tracker
 
 DEFAULT_JUDGE = "exact_matching"
 INTERRUPTED = 130
@@ -60,6 +61,8 @@ class EvalRequest:
     slurm: Any = None  # launch.slurm.SlurmOptions when launcher == "slurm"
     seed: int | None = None
     nproc: int = 4
+    offline: bool = False  # --offline (also on when HF_HUB_OFFLINE=1 is set): see offline.py
+    prefetch: bool = False  # --prefetch: download the plan's TSVs and checkpoints first
     argv: list[str] = field(default_factory=list)
 
 
@@ -88,6 +91,8 @@ class Eval:
     addon_dirs: dict[str, list[Path]] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
     started_work: bool = False  # a manifest of this attempt is on disk: keep the folder
+    offline: bool = False  # the jobs run with the hub's offline switches (check_offline)
+    needs: list[Any] = field(default_factory=list)  # prefetch.Need: the plan's data and weights
 
     @property
     def on_slurm(self) -> bool:
@@ -134,11 +139,17 @@ def choose_run(st: Eval) -> None:
         st.existing = st.run.manifest()
 
 
+def classify_names(cat: Catalog, names: list[str], models: list[str], data: list[str]) -> tuple[list[str], list[str]]:
+    """Free names, -m/--model and -d/--data as (models, benchmarks): `eval` and `prefetch` alike."""
+    found_models, found_benchmarks = cat.classify(names)
+    found_models += [cat.model(m).name for m in models]
+    found_benchmarks += [cat.benchmark(b).name for b in data]
+    return found_models, found_benchmarks
+
+
 def matrix(st: Eval) -> None:
     cat, req = st.catalog, st.req
-    models, benchmarks = cat.classify(req.names)
-    models += [cat.model(m).name for m in req.models]
-    benchmarks += [cat.benchmark(b).name for b in req.data]
+    models, benchmarks = classify_names(cat, req.names, req.models, req.data)
     if st.existing is not None and not models and not benchmarks:
         models, benchmarks = list(st.existing["models"]), list(st.existing["benchmarks"])
         for name in models:
@@ -261,6 +272,30 @@ def done_pairs(st: Eval) -> set[tuple[str, str]]:
     return done
 
 
+def check_offline(st: Eval) -> None:
+    """The TSVs and checkpoints the plan's jobs need: fetched first with --prefetch; in an
+    offline run all of them must be on disk, or nothing starts (offline.py). After the plan
+    (only what will run is needed), before any folder is made or env built."""
+    from . import offline, prefetch
+
+    st.offline = offline.enabled(st.req.offline, os.environ)
+    models = list({j.model.name: j.model for j in st.plan.todo}.values())
+    benchmarks = list({b.name: b for j in st.plan.todo for b in j.benchmarks}.values())
+    if st.req.prefetch and not st.req.dry_run:
+        prefetch.fetch(st.catalog, models, benchmarks, st.paths, st.secrets, st.err)
+    st.needs = prefetch.needs(models, benchmarks, st.paths)
+    if st.offline and not st.req.dry_run:
+        offline.check(st.needs, st.secrets)
+
+
+def job_environ(st: Eval) -> dict[str, str]:
+    """The environment the jobs' environments are made from: with the hub's offline switches
+    in an offline run."""
+    from . import offline
+
+    return offline.job_environ(os.environ) if st.offline else dict(os.environ)
+
+
 def dry_run(st: Eval) -> int | None:
     if not st.req.dry_run:
         return None
@@ -271,6 +306,15 @@ def dry_run(st: Eval) -> int | None:
         where = st.req.output_dir / (st.req.run_name or "<timestamp>")
         st.out.write(f"run folder: would write {where.absolute()}\n")
     st.out.write(plan.format_plan(p, {n: s.state for n, s in st.states.items()}) + "\n")
+    from . import offline, prefetch
+
+    st.out.write("\n" + st.secrets.redact(prefetch.describe(st.needs, st.paths)) + "\n")
+    if st.offline:
+        missing = sum(not n.present for n in st.needs)
+        st.out.write(f"offline: the jobs run with {', '.join(f'{k}=1' for k in sorted(offline.JOB_ENV))}"
+                     + (f"; this run would be refused: {missing} missing\n" if missing else "\n"))  # fmt: skip
+    elif st.req.prefetch:
+        st.out.write("--prefetch: a run without --dry-run fetches what is missing first\n")
     if st.on_slurm:
         from .launch import slurm
 
@@ -327,6 +371,8 @@ def env_provenance(st: Eval) -> dict[str, Any]:
             "python": (s.marker or {}).get("python"),
             "versions": (s.marker or {}).get("versions", {}),
             "cuda_runtime": (s.marker or {}).get("cuda_runtime"),
+            # base_python envs: the base's path, Python and package versions (part of the key).
+            "base_python": (s.marker or {}).get("base_python"),
         }
         for name, s in sorted(st.states.items())
     }
@@ -435,6 +481,13 @@ def stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(s, h)
 
 
+def live_display(st: Eval) -> Display:
+    """The console of the run: workers and an overall bar from the run's events, with the
+    plan's expected makespan as the finish estimate until speeds are measured."""
+    estimate = st.plan.expected_makespan() if st.plan.todo else None
+    return Display(st.err, Tracker(st.run, st.catalog, estimate))
+
+
 def launch_local(st: Eval) -> int | None:
     if st.on_slurm:
         return None
@@ -443,7 +496,7 @@ def launch_local(st: Eval) -> int | None:
         pythons={n: s.python for n, s in st.states.items()},
         addons=st.addon_dirs,
         secrets=st.secrets,
-        child_env=lambda g, a, t: jobfiles.child_env(os.environ, st.paths, st.secrets, g, a, t),
+        child_env=lambda g, a, t: jobfiles.child_env(job_environ(st), st.paths, st.secrets, g, a, t),
         write_job=lambda j, worker: st.run.write_job(spec_of(st, j, worker)),
         timeout=st.req.timeout,
         retries=st.req.retries,
@@ -451,8 +504,12 @@ def launch_local(st: Eval) -> int | None:
         requery=(lambda: gpus.query()) if st.inventory else None,
     )
     st.say(f"run folder: {st.run.path}")
+    display = live_display(st)
     with stop_on_signals() as stop:
-        run_plan(st.plan, launch, Display(st.err), stop)
+        try:
+            run_plan(st.plan, launch, display, stop)
+        finally:
+            display.close()
         interrupted = stop.is_set()
     if interrupted:
         st.say("interrupted: running jobs were stopped; finished pairs are kept. "
@@ -467,7 +524,7 @@ def launch_slurm(st: Eval) -> int:
 
     req, run = st.req, st.run
     st.say(f"run folder: {run.path}")
-    display = Display(st.err)
+    display = live_display(st)
 
     def script(j: plan.Job, worker: str) -> str:
         job_file = run.write_job(spec_of(st, j, worker))
@@ -476,7 +533,7 @@ def launch_slurm(st: Eval) -> int:
 
     # Secrets and shared paths travel in the job's environment (sbatch --export=ALL), never in
     # the script; CUDA_VISIBLE_DEVICES is Slurm's to set.
-    env = jobfiles.child_env(os.environ, st.paths, st.secrets, None, [], None)
+    env = jobfiles.child_env(job_environ(st), st.paths, st.secrets, None, [], None)
     env.pop("CUDA_VISIBLE_DEVICES", None)
     slurm.check(st.plan.todo, run, {j.id: script(j, f"{j.id}.check") for j in st.plan.todo}, env)
     sr = slurm.SlurmRun(run, script, env, req.slurm.max_gpus or len(st.pool), req.retries,
@@ -486,6 +543,8 @@ def launch_slurm(st: Eval) -> int:
         st.manifest["slurm_jobs"] = {**st.manifest.get("slurm_jobs", {}), **{s.worker: s.slurm_id for s in sr.submitted}}
         run.write_manifest(st.manifest)
 
+    sr.on_submit = remember
+
     def on_event(s: slurm.Submitted, ev: dict[str, Any]) -> None:
         narrate(ev, s.job, run, display)
 
@@ -493,6 +552,7 @@ def launch_slurm(st: Eval) -> int:
         try:
             slurm.dispatch(st.plan, sr, display, stop, on_event, wait=req.slurm.wait)
         finally:
+            display.close()
             remember()
         interrupted = stop.is_set()
     ids = " ".join(s.slurm_id for s in sr.submitted)
@@ -533,7 +593,7 @@ def finish(st: Eval, *, interrupted: bool) -> int:
 
 
 STEPS: tuple[Step, ...] = (
-    check_request, choose_run, matrix, settle, read_secrets, gpu_pool, lock_run, make_plan,
+    check_request, choose_run, matrix, settle, read_secrets, gpu_pool, lock_run, make_plan, check_offline,
     dry_run, create_run, nothing_to_do, begin_attempt, build_envs, reopen_failed, launch_local,
     launch_slurm,
 )  # fmt: skip

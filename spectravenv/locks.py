@@ -31,7 +31,9 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def compile_command(env: Env, output: Path, python: Path | None = None) -> list[str]:
+def compile_command(
+    env: Env, output: Path, python: Path | None = None, constraints: Path | None = None
+) -> list[str]:
     """The exact `uv pip compile` call for an env: fixed Python, platform and resolution date.
 
     Paths are given relative to the lock's folder (where it runs), so the `# via -r x.in`
@@ -60,7 +62,59 @@ def compile_command(env: Env, output: Path, python: Path | None = None) -> list[
         cmd += ["--exclude-newer", env.exclude_newer]
     if env.overrides is not None:
         cmd += ["--override", rel(env.overrides)]
+    if constraints is not None:  # a base_python env: the base's packages, as they are
+        cmd += ["--constraint", rel(constraints)]
     return cmd
+
+
+def base_constraints_file(env: Env) -> Path:
+    return env.lock.with_name(f"{env.lock.name.removesuffix('.lock')}.base.txt")
+
+
+def write_base_constraints(env: Env) -> Path:
+    """`<env>.base.txt` next to the lock: every package of the env's base_python as
+    `name==version`, so the lock resolves with what the base has fixed (spectravenv never
+    shadows a base package). Written from the base where it exists here, and kept, so a lock can
+    also be made on a machine with an index but without the base: copy the file there."""
+    from .pythons import inspect_base
+
+    path = base_constraints_file(env)
+    if not os.access(env.base_python, os.X_OK):
+        if path.is_file():
+            return path
+        raise SpectravenvError(
+            f"env {env.name!r}: base_python {env.base_python} is not on this machine, and there "
+            f"is no {path.name} listing its packages; run `spectravenv lock {env.name}` where the "
+            f"base exists (it writes {path.name} first, even without an index) and copy that file here"
+        )
+    from packaging.version import InvalidVersion, Version
+
+    base = inspect_base(env.base_python, env.name)
+    lines = [
+        f"# The packages of base_python {env.base_python} (Python {base.python}), written by",
+        f"# `spectravenv lock {env.name}`: {env.lock.name} is resolved with these fixed.",
+    ]
+    for name, (version, _) in sorted(base.packages.items()):
+        try:
+            public = Version(version).public  # a local build (2.1.2+cu121) is not on an index
+        except InvalidVersion:
+            continue
+        lines.append(f"{name}=={public}")
+    text = "\n".join(lines) + "\n"
+    if not path.is_file() or path.read_text() != text:
+        from svrunner.files import write_atomic
+
+        write_atomic(path, text)
+    return path
+
+
+def as_requirements(packages: list[LockedPackage]) -> str:
+    """Hash-pinned requirements for some of a lock's packages (what a base lacks)."""
+    lines = []
+    for p in packages:
+        lines += [f"{p.name}=={p.version} \\", *(f"    --hash=sha256:{h} \\" for h in p.hashes[:-1]),
+                  f"    --hash=sha256:{p.hashes[-1]}"]  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def check_writable(env: Env) -> None:
@@ -91,7 +145,12 @@ def compile_lock(env: Env, paths: Paths, *, upgrade: bool = False) -> Path:
     if env.lock.exists() and not upgrade:
         # Start from the current pins so an unchanged .in gives an unchanged lock.
         tmp.write_bytes(env.lock.read_bytes())
-    cmd = compile_command(env, tmp, find_python(env.python, paths))
+    constraints = write_base_constraints(env) if env.base_python is not None else None
+    if env.base_python is not None and os.access(env.base_python, os.X_OK):
+        python = env.base_python  # builds sdists for metadata on the very interpreter
+    else:
+        python = find_python(env.python, paths)
+    cmd = compile_command(env, tmp, python, constraints)
     cmd += ["--upgrade"] if upgrade else []
     proc = procs.run(cmd, env=uv_env(paths), cwd=env.lock.parent)
     if proc.returncode != 0:

@@ -36,6 +36,9 @@ class Paths:
     hf_home: Path
     cwd: Path
     uv_cache: Path
+    # A folder made by `spectravenv wheelhouse export` to build envs from, with no index at all
+    # (SPECTRAVENV_WHEELHOUSE, or `sync --wheelhouse`); None: build from the index.
+    wheelhouse: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Paths:
@@ -53,6 +56,7 @@ class Paths:
         # uv's cache sits inside home unless the user chose one: uv hardlinks venv files to its
         # cache only when both are on one filesystem, which is what keeps many envs cheap.
         uv_cache = Path(env.get("UV_CACHE_DIR") or home / "uv-cache").expanduser()
+        wheelhouse = env.get("SPECTRAVENV_WHEELHOUSE")
         return cls(
             home.absolute(),
             config_files,
@@ -60,6 +64,7 @@ class Paths:
             hf_home.absolute(),
             cwd,
             uv_cache.absolute(),
+            (cwd / Path(wheelhouse).expanduser()).absolute() if wheelhouse else None,
         )
 
     @property
