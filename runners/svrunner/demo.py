@@ -2,24 +2,41 @@
 
 This module runs INSIDE a per-transformers-version environment, as part of the runner
 package.  It may import only the standard library and the packages of that environment
-(torch, transformers, tokenizers, safetensors, vlmeval); never spectravenv.
+(torch, transformers, tokenizers, safetensors, vlmeval); never spectravenv.  The dataset
+half (``builtin_dataset_bytes`` and below it) is standard library only: the host imports it.
 
-What it provides
-- ``demo-tiny-llava``: a tiny, randomly initialised LLaVA (2-layer CLIP vision tower,
-  2-layer Llama, hidden size 32, a byte-level BPE tokenizer trained on a few sentences,
-  a CLIPImageProcessor at 32x32).  It is written once to ``<assets_dir>/demo-tiny-llava-v1``
-  as a regular ``LlavaForConditionalGeneration`` checkpoint and wrapped in a VLMEvalKit
-  ``BaseModel`` subclass, so the runner drives it exactly like a real model.
-- ``DemoMCQ`` (what colour is the shape?) and ``DemoShapes`` (which shape is it?): small
-  synthetic multiple-choice TSVs in VLMEvalKit's format.  Written to ``<LMUData>/<name>.tsv``
-  they are picked up by VLMEvalKit's own custom-MCQ path (``build_dataset`` of an unknown
-  name -> ``CustomMCQDataset``), which has no md5 check and never downloads.
+What it provides (docs/demo.md has the measurements)
+- ``DemoMCQ`` (what colour is the shape in the <corner> corner?) and ``DemoShapes`` (which
+  shape is in the <corner> corner?): synthetic multiple-choice TSVs in VLMEvalKit's format,
+  24 rows each.  Every image holds four shapes, one per quadrant, with four different
+  colours (DemoMCQ) or four different shapes (DemoShapes), so the answer depends on the image
+  AND on the question.  Answers and asked corners are balanced (6 rows per letter), so a
+  model without the image or without the question scores 25 on average.  Written to
+  ``<LMUData>/<name>.tsv`` they are picked up by VLMEvalKit's own custom-MCQ path
+  (``build_dataset`` of an unknown name -> ``CustomMCQDataset``): no md5 check, no download.
+- Controls, same rows with one part of the input destroyed: ``<Dataset>_Blank`` (every image
+  replaced by the empty background), ``<Dataset>_Shuffled`` (images permuted across rows: a
+  fixed rotation, so no row keeps its own image), ``<Dataset>_NoQuestion`` (the question
+  replaced by one that does not say which corner).  They are not in the shipped catalog;
+  declare one in a spectravenv.toml as ``[benchmarks.DemoMCQ_Blank]`` with
+  ``builtin = "DemoMCQ_Blank"`` (see docs/demo.md).
+- ``demo-tiny-llava``: a tiny LLaVA (CLIP vision tower, projector, Llama; hidden size 64, a
+  line-level tokenizer) TRAINED on CPU at first use, on scenes drawn like the datasets' but
+  never one of their rows, with prompts built exactly as VLMEvalKit's MCQ ``build_prompt``
+  and this wrapper build them.  It is trained as transformers' own
+  ``LlavaForConditionalGeneration`` where the release has the classic layout (checked:
+  4.37, 4.45), with plain torch autograd and Adam, and saved with ``save_pretrained`` under
+  ``<assets_dir>/demo-tiny-llava-<recipe digest>/``; elsewhere (5.x) as the same three parts
+  under LLaVA's parameter names.  The digest covers this file's bytes
+  and the torch / transformers / tokenizers versions, so a changed recipe or another env
+  trains its own checkpoint instead of reusing a stale one.
 
-Determinism: weights come from a seeded torch generator in sorted-name order (not from
-module construction order, which changes between transformers versions); images are
-rasterised and PNG-encoded with the standard library only (no dependence on the Pillow
-version).  Everything is written atomically: built in a temporary path in the same
-folder, then renamed; if another process won the race, its copy is used.
+Determinism: training runs single-threaded with ``torch.use_deterministic_algorithms``, from
+seeded generators only (the global torch RNG is forked and restored), so one env trains the
+same checkpoint every time and predicts the same bytes run to run.  Images are rasterised
+and PNG-encoded with the standard library only (no dependence on the Pillow version).  The
+checkpoint is built in a temporary folder and renamed into place under a lock file, so
+concurrent first uses train once.
 """
 
 from __future__ import annotations
@@ -40,33 +57,59 @@ from typing import Any
 from .files import sha256_file, write_atomic
 
 DEMO_MODEL_NAME = "demo-tiny-llava"
-DEMO_MODEL_DIRNAME = "demo-tiny-llava-v1"  # bump the suffix when the recipe changes
-DEMO_MODEL_SEED = 1234
-DEMO_DATA_SEED = 20261127
+DEMO_DATA_SEED = 20261127  # the datasets' rows
+DEMO_TRAIN_SEED = 4242  # the training scenes (another stream; dataset rows are excluded)
+DEMO_MODEL_SEED = 1234  # initial weights and batch order
 
 # ----------------------------------------------------------------------------------------
 # Demo datasets: stdlib-only raster + PNG so the bytes do not depend on the Pillow version
 # ----------------------------------------------------------------------------------------
 
 IMG_SIZE = 64
-COLOURS: dict[str, tuple[tuple[int, int, int], str]] = {
-    # name: (rgb, category)
-    "red": ((220, 30, 30), "warm"),
-    "orange": ((245, 140, 20), "warm"),
-    "yellow": ((240, 220, 30), "warm"),
-    "green": ((30, 160, 60), "cool"),
-    "blue": ((30, 70, 220), "cool"),
-    "purple": ((130, 40, 170), "cool"),
-    "black": ((20, 20, 20), "neutral"),
-    "gray": ((128, 128, 128), "neutral"),
+BACKGROUND = (250, 250, 250)
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "orange": (245, 140, 20),
+    "yellow": (240, 220, 30),
+    "green": (30, 160, 60),
+    "blue": (30, 70, 220),
+    "purple": (130, 40, 170),
+    "black": (20, 20, 20),
+    "gray": (128, 128, 128),
 }
-SHAPES: dict[str, str] = {
-    # name: category (uneven category sizes on purpose: exercises the stratified limit)
-    "circle": "curved",
-    "ring": "curved",
-    "square": "quadrilateral",
-    "diamond": "quadrilateral",
-    "triangle": "triangle",
+SHAPES = ("circle", "square", "triangle", "diamond")
+CORNERS = ("top left", "top right", "bottom left", "bottom right")  # quadrant 0..3
+OPTION_LETTERS = "ABCD"
+
+
+class _Kind:
+    """One demo dataset: what is asked, its fixed option list, and the nuisance attribute."""
+
+    def __init__(self, name: str, question: str, generic: str, options: tuple[str, ...],
+                 nuisance: tuple[str, ...], category: dict[str, str]) -> None:  # fmt: skip
+        self.name, self.question, self.generic = name, question, generic
+        self.options, self.nuisance, self.category = options, nuisance, category
+
+
+KINDS: dict[str, _Kind] = {
+    "DemoMCQ": _Kind(
+        "DemoMCQ",
+        "What colour is the shape in the {corner} corner?",
+        "What colour is the shape?",
+        ("red", "green", "blue", "yellow"),
+        SHAPES,
+        {"red": "warm", "yellow": "warm", "green": "cool", "blue": "cool"},
+    ),
+    "DemoShapes": _Kind(
+        "DemoShapes",
+        "Which shape is in the {corner} corner?",
+        "Which shape is it?",
+        SHAPES,
+        tuple(COLOURS),
+        # uneven category sizes on purpose: exercises the stratified limit
+        {"circle": "curved", "square": "quadrilateral", "diamond": "quadrilateral",
+         "triangle": "triangle"},
+    ),
 }
 
 
@@ -75,22 +118,49 @@ def _inside(shape: str, x: float, y: float, cx: float, cy: float, r: float) -> b
     dx, dy = x - cx, y - cy
     if shape == "circle":
         return dx * dx + dy * dy <= r * r
-    if shape == "ring":
-        d2 = dx * dx + dy * dy
-        return (0.55 * r) ** 2 <= d2 <= r * r
     if shape == "square":
-        return abs(dx) <= r * 0.85 and abs(dy) <= r * 0.85
+        return abs(dx) <= r * 0.8 and abs(dy) <= r * 0.8
     if shape == "diamond":
         return abs(dx) + abs(dy) <= r
     if shape == "triangle":  # apex up, base at cy + r/2
         if dy < -r or dy > r * 0.5:
             return False
-        half = (dy + r) / 1.5 * 0.87  # widens linearly from apex to base
-        return abs(dx) <= half
+        return abs(dx) <= (dy + r) / 1.5 * 0.87  # widens linearly from apex to base
     raise ValueError(shape)
 
 
-def _png_bytes(width: int, height: int, rows: list[bytes]) -> bytes:
+_MASKS: dict[tuple[str, int], list[int]] = {}
+
+
+def _mask(shape: str, quadrant: int) -> list[int]:
+    """Flat pixel indices of ``shape`` drawn in ``quadrant`` (fixed centre and size)."""
+    key = (shape, quadrant)
+    if key not in _MASKS:
+        half = IMG_SIZE // 2
+        cx, cy = half / 2 + half * (quadrant % 2), half / 2 + half * (quadrant // 2)
+        _MASKS[key] = [
+            py * IMG_SIZE + px
+            for py in range(IMG_SIZE)
+            for px in range(IMG_SIZE)
+            if _inside(shape, px + 0.5, py + 0.5, cx, cy, half * 0.36)
+        ]
+    return _MASKS[key]
+
+
+Scene = tuple[tuple[str, str], ...]  # per quadrant: (shape, colour name); () = blank
+
+
+def render_scene_rgb(scene: Scene) -> bytes:
+    """Row-major RGB8 pixels of a scene (what the PNG holds, and what training sees)."""
+    pixels = bytearray(bytes(BACKGROUND) * (IMG_SIZE * IMG_SIZE))
+    for quadrant, (shape, colour) in enumerate(scene):
+        rgb = bytes(COLOURS[colour])
+        for i in _mask(shape, quadrant):
+            pixels[3 * i : 3 * i + 3] = rgb
+    return bytes(pixels)
+
+
+def _png_bytes(width: int, height: int, rgb: bytes) -> bytes:
     """Minimal RGB8 PNG encoder (filter 0 on each row, zlib level 9)."""
 
     def chunk(tag: bytes, payload: bytes) -> bytes:
@@ -101,7 +171,8 @@ def _png_bytes(width: int, height: int, rows: list[bytes]) -> bytes:
             + struct.pack(">I", zlib.crc32(tag + payload) & 0xFFFFFFFF)
         )
 
-    raw = b"".join(b"\x00" + r for r in rows)
+    stride = 3 * width
+    raw = b"".join(b"\x00" + rgb[y * stride : (y + 1) * stride] for y in range(height))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
@@ -111,18 +182,27 @@ def _png_bytes(width: int, height: int, rows: list[bytes]) -> bytes:
     )
 
 
-def render_shape_png(
-    shape: str, rgb: tuple[int, int, int], cx: float, cy: float, r: float
-) -> bytes:
-    bg = bytes((250, 250, 250))
-    fg = bytes(rgb)
-    rows = []
-    for py in range(IMG_SIZE):
-        row = bytearray()
-        for px in range(IMG_SIZE):
-            row += fg if _inside(shape, px + 0.5, py + 0.5, cx, cy, r) else bg
-        rows.append(bytes(row))
-    return _png_bytes(IMG_SIZE, IMG_SIZE, rows)
+def _draw_scene(kind: _Kind, rng: random.Random, corner: int, answer: int) -> Scene:
+    """Four quadrants holding the four options in a random order, option ``answer`` at
+    ``corner``; the other attribute (shape or colour) drawn at random."""
+    rest = [i for i in range(len(kind.options)) if i != answer]
+    rng.shuffle(rest)
+    order = [*rest[:corner], answer, *rest[corner:]]
+    asked = [kind.options[i] for i in order]
+    other = [rng.choice(kind.nuisance) for _ in range(4)]
+    if kind.name == "DemoMCQ":
+        return tuple(zip(other, asked, strict=False))
+    return tuple(zip(asked, other, strict=False))
+
+
+def _dataset_items(kind: _Kind, n_rows: int = 24) -> list[tuple[Scene, int, int]]:
+    """(scene, asked corner, answer index) per row: letters and corners 6 rows each."""
+    rng = random.Random(f"{DEMO_DATA_SEED}:{kind.name}")
+    answers = [i % 4 for i in range(n_rows)]
+    corners = [i % 4 for i in range(n_rows)]
+    rng.shuffle(answers)
+    rng.shuffle(corners)
+    return [(_draw_scene(kind, rng, c, a), c, a) for c, a in zip(corners, answers, strict=False)]
 
 
 def _b64(data: bytes) -> str:
@@ -131,44 +211,28 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _mcq_rows(kind: str, n_rows: int = 24) -> list[dict[str, Any]]:
-    """Rows for DemoMCQ (kind='colour') or DemoShapes (kind='shape')."""
-    rng = random.Random(f"{DEMO_DATA_SEED}:{kind}")
-    colour_names = list(COLOURS)
-    shape_names = list(SHAPES)
+CONTROLS = ("Blank", "Shuffled", "NoQuestion")
+
+
+def _mcq_rows(kind: _Kind, control: str | None = None) -> list[dict[str, Any]]:
+    items = _dataset_items(kind)
+    scenes = [scene for scene, _, _ in items]
+    if control == "Blank":
+        scenes = [() for _ in scenes]
+    elif control == "Shuffled":
+        # a rotation by a seeded offset: every row gets another row's image
+        shift = random.Random(f"{DEMO_DATA_SEED}:{kind.name}:shuffle").randrange(1, len(scenes))
+        scenes = scenes[shift:] + scenes[:shift]
     rows = []
-    for i in range(n_rows):
-        if kind == "colour":
-            colour = colour_names[i % len(colour_names)]
-            shape = rng.choice(shape_names)
-            target, pool, category = colour, colour_names, COLOURS[colour][1]
-            question = "What colour is the shape in the image?"
-        else:
-            shape = shape_names[i % len(shape_names)]
-            colour = rng.choice(colour_names)
-            target, pool, category = shape, shape_names, SHAPES[shape]
-            question = "Which shape is shown in the image?"
-        r = rng.uniform(14.0, 24.0)
-        cx = rng.uniform(r + 2, IMG_SIZE - r - 2)
-        cy = rng.uniform(r + 2, IMG_SIZE - r - 2)
-        png = render_shape_png(shape, COLOURS[colour][0], cx, cy, r)
-        distractors = rng.sample([p for p in pool if p != target], 3)
-        options = distractors + [target]
-        rng.shuffle(options)
-        answer = "ABCD"[options.index(target)]
-        rows.append(
-            dict(
-                index=i,
-                image=_b64(png),
-                question=question,
-                A=options[0],
-                B=options[1],
-                C=options[2],
-                D=options[3],
-                answer=answer,
-                category=category,
-            )
-        )
+    for i, ((_, corner, answer), scene) in enumerate(zip(items, scenes, strict=False)):
+        question = kind.question.format(corner=CORNERS[corner])
+        if control == "NoQuestion":
+            question = kind.generic
+        row = dict(index=i, image=_b64(_png_bytes(IMG_SIZE, IMG_SIZE, render_scene_rgb(scene))),
+                   question=question)  # fmt: skip
+        row.update(zip(OPTION_LETTERS, kind.options, strict=False))
+        row.update(answer=OPTION_LETTERS[answer], category=kind.category[kind.options[answer]])
+        rows.append(row)
     return rows
 
 
@@ -180,9 +244,13 @@ def _tsv_bytes(rows: list[dict[str, Any]]) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
+def _dataset_factory(kind: _Kind, control: str | None) -> Callable[[], bytes]:
+    return lambda: _tsv_bytes(_mcq_rows(kind, control))
+
+
 BUILTIN_DATASETS: dict[str, Callable[[], bytes]] = {
-    "DemoMCQ": lambda: _tsv_bytes(_mcq_rows("colour")),
-    "DemoShapes": lambda: _tsv_bytes(_mcq_rows("shape")),
+    **{name: _dataset_factory(kind, None) for name, kind in KINDS.items()},
+    **{f"{name}_{c}": _dataset_factory(kind, c) for name, kind in KINDS.items() for c in CONTROLS},
 }
 
 
@@ -190,6 +258,13 @@ def builtin_dataset_bytes(builtin: str) -> bytes:
     if builtin not in BUILTIN_DATASETS:
         raise KeyError(f"unknown built-in dataset {builtin!r}; known: {sorted(BUILTIN_DATASETS)}")
     return BUILTIN_DATASETS[builtin]()
+
+
+# sha256 of the built-in TSVs of earlier releases (the untrained demo's one-shape images)
+SUPERSEDED_SHA256: dict[str, tuple[str, ...]] = {
+    "DemoMCQ": ("bf83d0209fe202d40ce9aeb0d7921b72946ad63ce870693fda42502b72676e3c",),
+    "DemoShapes": ("4a466a4d01f142c29f1449e5a3eb80a3e5243519a7c09dfa7fa293116557b108",),
+}
 
 
 def ensure_builtin_dataset(builtin: str, data_root: str, name: str | None = None) -> str:
@@ -205,6 +280,12 @@ def ensure_builtin_dataset(builtin: str, data_root: str, name: str | None = None
     if os.path.exists(path):
         with open(path, "rb") as fh:
             have = fh.read()
+        if hashlib.sha256(have).hexdigest() in SUPERSEDED_SHA256.get(builtin, ()):
+            # an earlier release's built-in file: ours to replace, with the images VLMEvalKit
+            # decoded from it (it reuses LMUData/images/<name>/<index>.png when present)
+            shutil.rmtree(os.path.join(data_root, "images", name), ignore_errors=True)
+            write_atomic(path, want)
+            return path
         if have != want:
             raise RuntimeError(
                 f"{path} exists but differs from built-in dataset {builtin!r} "
@@ -216,35 +297,69 @@ def ensure_builtin_dataset(builtin: str, data_root: str, name: str | None = None
     return path
 
 
+def mcq_prompt(question: str, options: tuple[str, ...]) -> str:
+    """VLMEvalKit's ImageMCQDataset.build_prompt text for a row without a hint."""
+    prompt = f"Question: {question}\nOptions:\n"
+    prompt += "".join(f"{letter}. {item}\n" for letter, item in zip(OPTION_LETTERS, options, strict=False))
+    return prompt + "Please select the correct answer from the options above. \n"
+
+
+def wrapper_text(prompt: str, has_image: bool) -> str:
+    """The text the wrapper tokenises around VLMEvalKit's prompt (training uses it too)."""
+    return ("USER: <image>\n" if has_image else "USER:\n") + prompt + "\nASSISTANT:"
+
+
 # ----------------------------------------------------------------------------------------
-# Demo model: creation of the checkpoint
+# Demo model: training and writing the checkpoint
 # ----------------------------------------------------------------------------------------
 
-TOKENIZER_SENTENCES = [
-    "What colour is the shape in the image?",
-    "Which shape is shown in the image?",
-    "Options: A. red B. green C. blue D. yellow",
-    "A circle, a ring, a square, a diamond and a triangle.",
-    "Orange, purple, black and gray are colours too.",
-    "Please select the correct answer from the options above.",
-    "Answer with the option letter from the given choices directly.",
-    "USER: <image> ASSISTANT: The answer is A.",
-    "Hint: look at the picture. Question: what is it? Answer: B, C or D.",
-    "The quick brown fox jumps over the lazy dog 0123456789.",
-]
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
-HIDDEN = 32
+HIDDEN = 64
 IMAGE_SIZE = 32
-PATCH = 8
+PATCH = 16  # one patch per quadrant
+TRAIN_SCENES = 512  # per dataset
+TRAIN_STEPS = 500
+SCENES_PER_STEP = 4  # per dataset, each asked about its four corners
+LEARNING_RATE = 2e-3
+AUX_WEIGHT = 1.0
+TEXT_LAYERS = 2
+INIT_STD = 0.1
 
 
-def _vision_config_dict() -> dict[str, Any]:
-    return dict(
+def _tokenizer_lines() -> list[str]:
+    """The vocabulary: every line of every prompt the demo is trained on (plus the letters)."""
+    lines = ["USER:", "ASSISTANT:", *OPTION_LETTERS, *COLOURS, *SHAPES]
+    for kind in KINDS.values():
+        for q in [kind.question.format(corner=c) for c in CORNERS] + [kind.generic]:
+            for line in mcq_prompt(q, kind.options).splitlines():
+                if line.strip() and line.strip() not in lines:
+                    lines.append(line.strip())
+    return lines
+
+
+def _make_tokenizer():
+    """A line-level tokenizer: one token per prompt line (question, option, instruction).
+
+    With words as tokens, a prompt is ~45 tokens and the answer position has to find one
+    word (the corner) among them; with lines it is 11, which the tiny model learns in a few
+    hundred steps.  Unknown lines map to <unk>."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+
+    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + _tokenizer_lines())}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Strip()
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"\s*\n\s*"), behavior="removed")
+    tok.add_special_tokens(SPECIAL_TOKENS)
+    return tok
+
+
+def _config(vocab_size: int, ids: dict[str, int]) -> dict[str, Any]:
+    vision = dict(
         model_type="clip_vision_model",
         hidden_size=HIDDEN,
-        intermediate_size=64,
+        intermediate_size=2 * HIDDEN,
         num_hidden_layers=2,
-        num_attention_heads=2,
+        num_attention_heads=4,
         image_size=IMAGE_SIZE,
         patch_size=PATCH,
         projection_dim=HIDDEN,
@@ -252,17 +367,14 @@ def _vision_config_dict() -> dict[str, Any]:
         hidden_act="quick_gelu",
         layer_norm_eps=1e-5,
     )
-
-
-def _text_config_dict(vocab_size: int, ids: dict[str, int]) -> dict[str, Any]:
-    return dict(
+    text = dict(
         model_type="llama",
         vocab_size=vocab_size,
         hidden_size=HIDDEN,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
+        intermediate_size=2 * HIDDEN,
+        num_hidden_layers=TEXT_LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=4,
         max_position_embeddings=2048,
         rms_norm_eps=1e-6,
         hidden_act="silu",
@@ -270,72 +382,11 @@ def _text_config_dict(vocab_size: int, ids: dict[str, int]) -> dict[str, Any]:
         eos_token_id=ids["</s>"],
         pad_token_id=ids["<pad>"],
         tie_word_embeddings=False,
+        # transformers' default 0.02 suits wide models; at width 64 it leaves attention
+        # uniform and the image features tiny, and training sat at chance for 300+ steps
+        initializer_range=INIT_STD,
     )
-
-
-def _train_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=384,
-        min_frequency=1,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(TOKENIZER_SENTENCES, trainer=trainer)
-    return tok
-
-
-def _deterministic_state_dict(vision_cfg: dict[str, Any], text_cfg: dict[str, Any]):
-    """Weights in Llava checkpoint naming, filled from one seeded generator in sorted order."""
-    import torch
-    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
-
-    vcfg = {k: v for k, v in vision_cfg.items() if k != "model_type"}
-    tcfg = {k: v for k, v in text_cfg.items() if k != "model_type"}
-    shapes: dict[str, tuple[int, ...]] = {}
-    for prefix, module in (
-        ("vision_tower.", CLIPVisionModel(CLIPVisionConfig(**vcfg))),
-        ("language_model.", LlamaForCausalLM(LlamaConfig(**tcfg))),
-    ):
-        for n, p in module.named_parameters():
-            shapes[prefix + n] = tuple(p.shape)
-    shapes["multi_modal_projector.linear_1.weight"] = (HIDDEN, HIDDEN)
-    shapes["multi_modal_projector.linear_1.bias"] = (HIDDEN,)
-    shapes["multi_modal_projector.linear_2.weight"] = (HIDDEN, HIDDEN)
-    shapes["multi_modal_projector.linear_2.bias"] = (HIDDEN,)
-
-    gen = torch.Generator().manual_seed(DEMO_MODEL_SEED)
-    state = {}
-    for name in sorted(shapes):
-        shape = shapes[name]
-        leaf = name.rsplit(".", 1)[-1]
-        is_norm = "norm" in name or "layrnorm" in name
-        if leaf == "bias":
-            t = torch.zeros(shape)
-        elif is_norm and len(shape) == 1:
-            t = torch.ones(shape)
-        else:
-            # std 0.2 (not 0.02): a larger spread makes the greedy choice stable against
-            # tiny numeric differences between CPU kernels / library versions.
-            t = torch.randn(shape, generator=gen) * 0.2
-        state[name] = t.contiguous()
-    return state
-
-
-def _write_demo_model(target: str) -> None:
-    from safetensors.torch import save_file
-
-    tok = _train_tokenizer()
-    vocab = tok.get_vocab()
-    ids = {t: vocab[t] for t in SPECIAL_TOKENS}
-    vision_cfg = _vision_config_dict()
-    text_cfg = _text_config_dict(tok.get_vocab_size(), ids)
-    config = {
+    return {
         "architectures": ["LlavaForConditionalGeneration"],
         "model_type": "llava",
         "ignore_index": -100,
@@ -343,84 +394,283 @@ def _write_demo_model(target: str) -> None:
         "projector_hidden_act": "gelu",
         "vision_feature_select_strategy": "default",
         "vision_feature_layer": -2,
-        "vocab_size": tok.get_vocab_size(),
+        "vocab_size": vocab_size,
         "pad_token_id": ids["<pad>"],
         "tie_word_embeddings": False,
-        "vision_config": vision_cfg,
-        "text_config": text_cfg,
+        "vision_config": vision,
+        "text_config": text,
         "torch_dtype": "float32",
     }
-    preproc = {
-        "image_processor_type": "CLIPImageProcessor",
-        "do_resize": True,
-        "size": {"shortest_edge": IMAGE_SIZE},
-        "do_center_crop": True,
-        "crop_size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        "do_rescale": True,
-        "rescale_factor": 1 / 255,
-        "do_normalize": True,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073],
-        "image_std": [0.26862954, 0.26130258, 0.27577711],
-        "do_convert_rgb": True,
-        "resample": 3,
-    }
-    tok_cfg = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "model_max_length": 2048,
-        "bos_token": "<s>",
-        "eos_token": "</s>",
-        "unk_token": "<unk>",
-        "pad_token": "<pad>",
-        "additional_special_tokens": ["<image>"],
-        "clean_up_tokenization_spaces": False,
-    }
+
+
+PREPROCESSOR = {
+    "image_processor_type": "CLIPImageProcessor",
+    "do_resize": True,
+    "size": {"shortest_edge": IMAGE_SIZE},
+    "do_center_crop": True,
+    "crop_size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+    "do_rescale": True,
+    "rescale_factor": 1 / 255,
+    "do_normalize": True,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "do_convert_rgb": True,
+    "resample": 3,
+}
+TOKENIZER_CONFIG = {
+    "tokenizer_class": "PreTrainedTokenizerFast",
+    "model_max_length": 2048,
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "unk_token": "<unk>",
+    "pad_token": "<pad>",
+    "additional_special_tokens": ["<image>"],
+    "clean_up_tokenization_spaces": False,
+}
+
+
+def _classic_llava(config: dict[str, Any]):
+    """transformers' LlavaForConditionalGeneration when it has the classic layout
+    (.vision_tower / .multi_modal_projector / .language_model with generate()), else None."""
+    import transformers
+
+    cls = getattr(transformers, "LlavaForConditionalGeneration", None)
+    if cls is None:
+        return None
+    model = cls(transformers.LlavaConfig(**config))
+    lm = getattr(model, "language_model", None)
+    if hasattr(model, "vision_tower") and hasattr(model, "multi_modal_projector") and hasattr(lm, "generate"):
+        return model
+    return None
+
+
+def _composite(config: dict[str, Any]):
+    """The same three parts for releases without the classic Llava class."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+    vcfg = {k: v for k, v in config["vision_config"].items() if k != "model_type"}
+    tcfg = {k: v for k, v in config["text_config"].items() if k != "model_type"}
+    proj = torch.nn.Sequential()
+    proj.add_module("linear_1", torch.nn.Linear(vcfg["hidden_size"], tcfg["hidden_size"]))
+    proj.add_module("act", torch.nn.GELU())
+    proj.add_module("linear_2", torch.nn.Linear(tcfg["hidden_size"], tcfg["hidden_size"]))
+    return CLIPVisionModel(CLIPVisionConfig(**vcfg)), proj, LlamaForCausalLM(LlamaConfig(**tcfg))
+
+
+def image_features(vision: Any, projector: Any, pixel_values: Any, cfg: dict[str, Any]):
+    """LLaVA's image features: a hidden layer of the vision tower, CLS dropped, projected."""
+    out = vision(pixel_values, output_hidden_states=True)
+    feats = out.hidden_states[int(cfg.get("vision_feature_layer", -2))]
+    if cfg.get("vision_feature_select_strategy", "default") == "default":
+        feats = feats[:, 1:]
+    return projector(feats)
+
+
+def _training_batches(tokenizer: Any, image_processor: Any, image_pos: dict[str, int]):
+    """Per dataset: pixel values of the training scenes, their per-corner answers, and the
+    prompt ids for each corner."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    data = {}
+    for name, kind in KINDS.items():
+        held_out = {scene for scene, _, _ in _dataset_items(kind)}
+        rng = random.Random(f"{DEMO_TRAIN_SEED}:{name}")
+        scenes: list[Scene] = []
+        while len(scenes) < TRAIN_SCENES:
+            scene = _draw_scene(kind, rng, rng.randrange(4), rng.randrange(4))
+            if scene not in held_out:
+                scenes.append(scene)
+        images = [
+            Image.fromarray(np.frombuffer(render_scene_rgb(s), np.uint8).reshape(IMG_SIZE, IMG_SIZE, 3))
+            for s in scenes
+        ]
+        pixels = image_processor(images=images, return_tensors="pt")["pixel_values"]
+        idx = {v: i for i, v in enumerate(kind.options)}
+        answers = torch.tensor(
+            [[idx[s[q][0 if name == "DemoShapes" else 1]] for q in range(4)] for s in scenes]
+        )
+        # per quadrant: the token ids of its shape and colour words (auxiliary targets)
+        words = torch.tensor(
+            [[tokenizer.convert_tokens_to_ids(list(s[q])) for q in range(4)] for s in scenes]
+        )
+        prompts = []
+        for corner in CORNERS:
+            text = wrapper_text(mcq_prompt(kind.question.format(corner=corner), kind.options), True)
+            ids = [tokenizer.bos_token_id] + tokenizer(text, add_special_tokens=False)["input_ids"]
+            prompts.append(ids)
+        assert len({len(p) for p in prompts}) == 1, "prompts of one dataset must align"
+        ids_t = torch.tensor(prompts)
+        pos = (ids_t[0] == tokenizer.convert_tokens_to_ids("<image>")).nonzero()
+        image_pos[name] = int(pos[0, 0])
+        data[name] = (pixels, answers, ids_t, words)
+    return data
+
+
+def _train(vision: Any, projector: Any, lm: Any, cfg: dict[str, Any], tokenizer: Any,
+           image_processor: Any) -> dict[str, Any]:  # fmt: skip
+    """Teach the model to answer ``<letter></s>``; returns training statistics."""
+    import torch
+
+    started = time.time()
+    image_pos: dict[str, int] = {}
+    data = _training_batches(tokenizer, image_processor, image_pos)
+    letters = torch.tensor([tokenizer.convert_tokens_to_ids(c) for c in OPTION_LETTERS])
+    eos = int(tokenizer.eos_token_id)
+    modules = (vision, projector, lm)
+    params = [p for m in modules for p in m.parameters()]
+    opt = torch.optim.Adam(params, lr=LEARNING_RATE)
+    gen = torch.Generator().manual_seed(DEMO_MODEL_SEED)
+    names = sorted(data)
+    embed = lm.get_input_embeddings()
+    for m in modules:
+        m.train()
+    stats: dict[str, Any] = {"loss": []}
+    ce = torch.nn.functional.cross_entropy
+    for step in range(TRAIN_STEPS):
+        loss = torch.zeros(())
+        correct = 0
+        for name in names:
+            pixels, answers, ids_t, words = data[name]
+            # a few scenes, each asked about all four corners: the same image with different
+            # answers is what makes the question matter early in training
+            pick = torch.randint(0, pixels.shape[0], (SCENES_PER_STEP,), generator=gen)
+            pick = pick.repeat_interleave(4)
+            corner = torch.arange(4).repeat(SCENES_PER_STEP)
+            target = letters[answers[pick, corner]]
+            seq = torch.cat([ids_t[corner], target[:, None]], dim=1)
+            emb = embed(seq)
+            p = image_pos[name]
+            feats = image_features(vision, projector, pixels[pick], cfg)
+            emb = torch.cat([emb[:, :p], feats, emb[:, p + 1 :]], dim=1)
+            logits = lm(inputs_embeds=emb).logits
+            loss = loss + ce(logits[:, -2], target) + ce(logits[:, -1], torch.full_like(target, eos))
+            # auxiliary target: each patch (one per quadrant) names what it shows, its shape
+            # and its colour word, half the probability each.  Without it the answer
+            # position sat at chance for ~400 steps before finding the patches.
+            vocab_n = logits.shape[-1]
+            aux = torch.nn.functional.one_hot(words[pick], vocab_n).float().mean(dim=2)
+            n = aux.shape[1]
+            loss = loss + AUX_WEIGHT * ce(logits[:, p : p + n].reshape(-1, vocab_n),
+                                          aux.reshape(-1, vocab_n))  # fmt: skip
+            correct += int((logits[:, -2].argmax(-1) == target).sum())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 25 == 0 or step == TRAIN_STEPS - 1:
+            acc = correct / (4 * SCENES_PER_STEP * len(names))
+            stats["loss"].append([step, round(float(loss), 4), round(acc, 3)])
+            if os.environ.get("SVRUNNER_DEMO_TRAIN_LOG"):
+                print(f"demo train step {step} loss {float(loss):.4f} acc {acc:.3f}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+    for m in modules:
+        m.eval()
+    stats["seconds"] = round(time.time() - started, 2)
+    return stats
+
+
+def recipe_digest() -> str:
+    """What decides the checkpoint: this file (data, recipe, training code) and the versions
+    of the libraries that run the training."""
+    import tokenizers
+    import torch
+    import transformers
+
+    h = hashlib.sha256()
+    with open(__file__, "rb") as fh:
+        h.update(fh.read())
+    for mod in (torch, transformers, tokenizers):
+        h.update(f"\0{mod.__name__}={mod.__version__}".encode())
+    return h.hexdigest()[:16]
+
+
+def _write_demo_model(target: str) -> None:
+    import torch
+    from transformers import CLIPImageProcessor, PreTrainedTokenizerFast
+
+    tok = _make_tokenizer()
+    vocab = tok.get_vocab()
+    ids = {t: vocab[t] for t in SPECIAL_TOKENS}
+    config = _config(tok.get_vocab_size(), ids)
     special_map = {
-        k: tok_cfg[k]
+        k: TOKENIZER_CONFIG[k]
         for k in ("bos_token", "eos_token", "unk_token", "pad_token", "additional_special_tokens")
     }
     dump = lambda obj: (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()  # noqa: E731
     files = {
-        "config.json": dump(config),
-        "preprocessor_config.json": dump(preproc),
-        "tokenizer_config.json": dump(tok_cfg),
+        "preprocessor_config.json": dump(PREPROCESSOR),
+        "tokenizer_config.json": dump(TOKENIZER_CONFIG),
         "special_tokens_map.json": dump(special_map),
         "tokenizer.json": tok.to_str(pretty=True).encode("utf-8"),
     }
     for fname, data in files.items():
         with open(os.path.join(target, fname), "wb") as fh:
             fh.write(data)
-    save_file(
-        _deterministic_state_dict(vision_cfg, text_cfg),
-        os.path.join(target, "model.safetensors"),
-        metadata={"format": "pt"},
-    )
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(target)
+    image_processor = CLIPImageProcessor.from_pretrained(target)
+
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    try:
+        # the runner may build models under no_grad / inference_mode; training needs autograd
+        with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
+            torch.manual_seed(DEMO_MODEL_SEED)
+            model = _classic_llava(config)
+            if model is not None:
+                parts = (model.vision_tower, model.multi_modal_projector, model.language_model)
+            else:
+                parts = _composite(config)
+            stats = _train(*parts, config, tokenizer, image_processor)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    if model is not None:
+        model.save_pretrained(target, safe_serialization=True)
+    else:
+        from safetensors.torch import save_file
+
+        state = {}
+        for prefix, module in zip(("vision_tower.", "multi_modal_projector.", "language_model."), parts, strict=False):
+            state.update({prefix + k: v.contiguous() for k, v in module.state_dict().items()})
+        save_file(state, os.path.join(target, "model.safetensors"), metadata={"format": "pt"})
+        with open(os.path.join(target, "config.json"), "wb") as fh:
+            fh.write(dump(config))
+    with open(os.path.join(target, "training.json"), "wb") as fh:
+        fh.write(dump(stats))
     for fname in os.listdir(target):
         os.chmod(os.path.join(target, fname), 0o644)
     os.chmod(target, 0o755)  # mkdtemp makes 0700; assets are shared between users/envs
     manifest = {f: sha256_file(os.path.join(target, f)) for f in sorted(os.listdir(target))}
-    manifest["_recipe"] = DEMO_MODEL_DIRNAME
+    manifest["_recipe"] = os.path.basename(target)
     with open(os.path.join(target, "MANIFEST.json"), "w") as fh:
         json.dump(manifest, fh, indent=2, sort_keys=True)
 
 
 def ensure_demo_model(assets_dir: str) -> str:
-    """Return the checkpoint folder, creating it (atomically) on first use."""
-    final = os.path.join(assets_dir, DEMO_MODEL_DIRNAME)
+    """Return the checkpoint folder, training it (once, under a lock) on first use."""
+    from .locking import FileLock
+
+    dirname = f"{DEMO_MODEL_NAME}-{recipe_digest()}"
+    final = os.path.join(assets_dir, dirname)
     if os.path.exists(os.path.join(final, "MANIFEST.json")):
         return final
     os.makedirs(assets_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{DEMO_MODEL_DIRNAME}-", dir=assets_dir)
-    try:
-        _write_demo_model(tmp)
+    with FileLock(os.path.join(assets_dir, f".{dirname}.lock"), f"training {dirname}").hold(timeout=900):
+        if os.path.exists(os.path.join(final, "MANIFEST.json")):
+            return final  # trained by another process while this one waited
+        tmp = tempfile.mkdtemp(prefix=f".tmp-{dirname}-", dir=assets_dir)
         try:
-            os.rename(tmp, final)  # atomic; fails if ``final`` exists and is not empty
-        except OSError:
-            if not os.path.exists(os.path.join(final, "MANIFEST.json")):
-                raise
-            # another process won the race: use its copy
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+            _write_demo_model(tmp)
+            if os.path.isdir(final):
+                shutil.rmtree(final)  # a folder without MANIFEST.json: an interrupted copy
+            os.rename(tmp, final)
+        finally:
+            if os.path.exists(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
@@ -462,17 +712,9 @@ def _load_tiny_llava(path: str, device: str):
                 "LlavaForConditionalGeneration",
             )
     from safetensors.torch import load_file
-    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
     state = load_file(os.path.join(path, "model.safetensors"))
-    vcfg = {k: v for k, v in cfg["vision_config"].items() if k != "model_type"}
-    tcfg = {k: v for k, v in cfg["text_config"].items() if k != "model_type"}
-    vision = CLIPVisionModel(CLIPVisionConfig(**vcfg))
-    lm = LlamaForCausalLM(LlamaConfig(**tcfg))
-    proj = torch.nn.Sequential()
-    proj.add_module("linear_1", torch.nn.Linear(HIDDEN, HIDDEN))
-    proj.add_module("act", torch.nn.GELU())
-    proj.add_module("linear_2", torch.nn.Linear(HIDDEN, HIDDEN))
+    vision, proj, lm = _composite(cfg)
     for prefix, module in (
         ("vision_tower.", vision),
         ("language_model.", lm),
@@ -515,7 +757,7 @@ def _make_demo_class():
     BaseModel = _base_model_class()
 
     class DemoTinyLlava(BaseModel):
-        """VLMEvalKit wrapper of the tiny random LLaVA (CPU or CUDA).
+        """VLMEvalKit wrapper of the tiny trained LLaVA (CPU or CUDA).
 
         Test hooks (kwargs): ``fail_on`` list of dataset names for which generate raises,
         ``sleep`` seconds per sample, ``fail_load`` raise in the constructor,
@@ -605,11 +847,7 @@ def _make_demo_class():
             image = Image.open(image_path).convert("RGB")
             pixel = self.image_processor(images=image, return_tensors="pt")["pixel_values"]
             with torch.no_grad():
-                out = self.vision(pixel.to(self.device), output_hidden_states=True)
-                feats = out.hidden_states[int(self.cfg.get("vision_feature_layer", -2))]
-                if self.cfg.get("vision_feature_select_strategy", "default") == "default":
-                    feats = feats[:, 1:]  # drop CLS, as LLaVA does
-                return self.projector(feats)[0]  # (n_patches, hidden)
+                return image_features(self.vision, self.projector, pixel.to(self.device), self.cfg)[0]
 
         def generate_inner(self, message, dataset=None):
             import torch
@@ -623,11 +861,10 @@ def _make_demo_class():
             texts = [m["value"] for m in message if m["type"] == "text"]
             images = [m["value"] for m in message if m["type"] == "image"]
             prompt = "\n".join(texts)
-            prefix = "USER: <image>\n" if images else "USER: "
-            ids = self.tokenizer(prefix + prompt + "\nASSISTANT:", add_special_tokens=False)[
+            ids = self.tokenizer(wrapper_text(prompt, bool(images)), add_special_tokens=False)[
                 "input_ids"
             ]
-            ids = [self.tokenizer.bos_token_id] + ids[-self.max_prompt_tokens :]
+            ids = [self.tokenizer.bos_token_id, *ids[-self.max_prompt_tokens:]]
             ids_t = torch.tensor(ids, device=self.device)
             with torch.no_grad():
                 emb = self.lm.get_input_embeddings()(ids_t)
@@ -651,8 +888,8 @@ def _make_demo_class():
                 )
             # decoder-only generate() with inputs_embeds returns only the new tokens
             text = self.tokenizer.decode(out[0], skip_special_tokens=True)
-            # random weights emit arbitrary bytes; control characters would make openpyxl
-            # refuse to write the .xlsx prediction file, so keep printable text only
+            # an untrained or unsure model may emit anything; control characters would make
+            # openpyxl refuse to write the .xlsx prediction file, so keep printable text only
             return "".join(c for c in text if c.isprintable() and c != "\ufffd").strip()
 
     return DemoTinyLlava
