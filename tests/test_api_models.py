@@ -18,7 +18,7 @@ from .test_eval_demo import eval_ok, events, kinds
 from .test_hardening import leaks
 
 pytestmark = pytest.mark.heavy
-KEY = "sk-test-LOCALkey0123456789abcdef"
+KEY = "sk-test-LOCALkQ7vX2mZ9pW4rT8nBjH3"  # no run of 10 characters that ordinary files hold
 
 
 class FakeOpenAI(BaseHTTPRequestHandler):
