@@ -129,10 +129,10 @@ def test_demo_two_benchmarks_one_process_results_agree_everywhere(demo_ws):
     assert "DemoMCQ" in proc.stdout and "done" in proc.stdout
 
     # `report` rebuilds every table and the report byte for byte, from disk alone.
-    before = snapshot(run)
+    tables = snapshot(run)
     rebuilt = demo_ws.run("report", str(run), check=True)
     assert "rebuilt" in rebuilt.stdout
-    assert snapshot(run) == before
+    assert snapshot(run) == tables
 
     # Re-running the same command is safe and cheap: nothing is recomputed.
     again = eval_ok(
