@@ -93,6 +93,7 @@ class Eval:
     started_work: bool = False  # a manifest of this attempt is on disk: keep the folder
     offline: bool = False  # the jobs run with the hub's offline switches (check_offline)
     needs: list[Any] = field(default_factory=list)  # prefetch.Need: the plan's data and weights
+    stale: list[tuple[str, str]] = field(default_factory=list)  # done pairs whose fingerprint changed
 
     @property
     def on_slurm(self) -> bool:
@@ -245,6 +246,11 @@ def make_plan(st: Eval) -> None:
     if st.run is not None:
         from .launch import work
 
+        if not st.req.dry_run:
+            # Its units are done under the old fingerprint: forget them, so workers infer it
+            # again (the runner then moves the pair's old files to .superseded/).
+            for model, bench in st.stale:
+                work.forget(st.run, model, bench)
         work.keep_divisions(st.run, st.plan.jobs)
     st.states = {j.env.name: envs.status(j.env, st.paths) for j in st.plan.jobs}
 
@@ -253,6 +259,7 @@ def done_pairs(st: Eval) -> set[tuple[str, str]]:
     """Pairs finished in this run whose score files are there and whose fingerprint still holds
     (same settings, env, model, checkpoint and data); the others run again, and we say why."""
     done = set()
+    st.stale = []
     keys: dict[str, str] = {}
     for (model, bench), o in events.outcomes(st.run).items():
         if o.status != "done" or not all(st.run.resolve(f).exists() for f in o.score_files):
@@ -267,6 +274,7 @@ def done_pairs(st: Eval) -> set[tuple[str, str]]:
         changed = fingerprint.changes(o.fingerprint or {}, now) if o.fingerprint else ["unknown"]
         if changed:
             st.say(f"{model} x {bench} runs again: {', '.join(changed)} changed since it was evaluated")
+            st.stale.append((model, bench))
             continue
         done.add((model, bench))
     return done

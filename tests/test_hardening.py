@@ -69,7 +69,7 @@ model_path = "/nowhere/{TOKEN}/ckpt"
     # ...and its every way of printing it was masked: whole, over two lines, in two writes.
     assert "HF_TOKEN value=***" in log and "HF_TOKEN split=***\n***" in log and "HF_TOKEN pieces=*** end" in log
     # The job file refers to the secret in the model kwargs, never holds it.
-    job = (run / ".spectravenv" / "jobs" / "leaky.json").read_text()
+    job = (run / ".spectravenv" / "jobs" / "leaky.w1.json").read_text()
     assert "${spectravenv-secret:HF_TOKEN}" in job
     errors = {m: kinds(events(run, m), "job_failed")[0]["error"] for m in ("leaky-raise", "leaky-path")}
     assert "leak_raise test hook: HF_TOKEN=***" in errors["leaky-raise"]
@@ -98,7 +98,7 @@ def test_a_copied_or_moved_run_reports_its_own_numbers(demo_ws, tmp_path):
     shutil.copytree(orig, copy, symlinks=True)
     # The original's score file changes afterwards: the copy must not see it.
     acc = orig / "answers-a" / "DemoMCQ" / "answers-a_DemoMCQ_acc.csv"
-    acc.write_text(re.sub(r",[0-9.]+", ",0.125", acc.read_text(), count=1))
+    acc.write_text(re.sub(r',"?[0-9.]+"?', ',"0.125"', acc.read_text(), count=1))  # VLMEvalKit quotes cells
     demo_ws.run("report", str(copy), check=True)
     assert (copy / "results" / "summary.csv").read_text().replace("copy", "orig") == original
     moved = tmp_path / "moved"
@@ -173,7 +173,7 @@ def test_one_duration_per_job_and_a_clean_log(demo_ws):
 
     [done] = kinds(events(run, "demo-tiny-llava"), "job_done")
     took = duration(done["seconds"])
-    assert f"ended: done (exit 0) after {took}" in (run / "logs" / "evaluation_summary.log").read_text()
+    assert f"ended: exited (exit 0) after {took}" in (run / "logs" / "evaluation_summary.log").read_text()
     report = (run / "EVALUATION_REPORT.md").read_text()
     assert re.search(rf"\| 1 \| 1 \| 0 \| 100.0% \| \S+ \| {took} \|", report), report
     log = (run / "logs" / "demo-tiny-llava.log").read_text()
@@ -200,5 +200,6 @@ kwargs = { sleep = 0.4 }
     waited = second[0] - first[0]
     assert waited > 8, "the second job should have waited for the only GPU"
     queries = [ln for ln in calls.read_text().splitlines() if "--query-gpu" in ln]
-    # Once for the inventory, then at most every 10 s and after each job's end.
-    assert len(queries) <= 3 + waited / 10, (len(queries), waited)
+    # Once for the inventory; while waiting, at once and then at most every 10 s; and once
+    # after each of the two workers' ends. A flood would be one a second.
+    assert len(queries) <= 1 + (1 + waited / 10) + 2, (len(queries), waited)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -163,6 +164,13 @@ def release_claims_of(units_dir: str, owner: str) -> list[str]:
                     os.unlink(path)
                     freed.append(path)
     return freed
+
+
+def forget_pair(units_dir: str, model: str, benchmark: str) -> None:
+    """Every division of a pair, with its done markers, claims and prepared.json: the pair is
+    inferred and evaluated afresh (the host calls this, holding the run lock, when the pair's
+    fingerprint changed)."""
+    shutil.rmtree(os.path.join(units_dir, model, benchmark), ignore_errors=True)
 
 
 def reset_failed(units_dir: str, model: str, benchmark: str, shards: int) -> None:

@@ -36,6 +36,11 @@ class Left:
         return self.open_units == 0 and self.evals == 0 and self.claimed == 0
 
 
+def forget(run: RunDir, model: str, benchmark: str) -> None:
+    """A pair starts over: its units (of every division), claims and markers go."""
+    units.forget_pair(units_dir(run), model, benchmark)
+
+
 def keep_divisions(run: RunDir, jobs: list[Job]) -> None:
     """On resume, a pair keeps the division its done units belong to (the cost model may since
     suggest another): a unit done is never inferred again."""
