@@ -10,10 +10,8 @@ class, what reading its code tells (nothing is built, nothing is downloaded):
   lacks, a package that is not installed);
 - whether it can spread one model over several GPUs (it loads with device_map="auto", or splits
   the model itself).
-And for every image dataset its VLMEvalKit knows, the class that builds it and the TSV's
-download URL and md5 (`DATASET_URL`/`DATASET_MD5`), which `spectravenv prefetch` downloads and
-checks exactly as VLMEvalKit would; `standard` says whether the class loads it through the
-base class's `prepare_tsv` (else it has a loader of its own, and URL/md5 may not describe it).
+And every dataset name its VLMEvalKit knows (image names and video configs), with what its
+class's code tells: see scripts/probe_datasets.py.
 scripts/gen_catalog.py turns the outputs of all envs into the catalog. Run them all with
 `python scripts/probe_envs.py` (host side).
 """
@@ -24,23 +22,17 @@ import ast
 import importlib.util
 import inspect
 import json
-import os
 import re
 import sys
 import textwrap
-from typing import Any
+
+import probe_datasets  # beside this file: Python puts a script's folder first on sys.path
 
 SPREADS = ('device_map="auto"', "device_map='auto'", "split_model(", "infer_auto_device_map(")
 
 
-def jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [jsonable(x) for x in v]
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    return repr(v)
+jsonable = probe_datasets.jsonable  # one converter for both probes
+
 
 
 def class_sources(cls: type) -> list[str]:
@@ -133,46 +125,13 @@ def env_vars(cls: type, class_text: str) -> list[str]:
     return sorted(set(_ENV_VAR.findall(class_text)) | set(_ENV_VAR.findall(module_text)))
 
 
-def datasets() -> dict[str, dict[str, Any]]:
-    """Every image dataset name -> the class `build_dataset` picks for it (the first in
-    DATASET_CLASSES that lists it), its TSV's URL and md5 (None where the class has none)."""
-    from vlmeval.dataset import DATASET_CLASSES
-    from vlmeval.dataset.image_base import ImageBaseDataset
-
-    try:
-        from vlmeval.dataset.video_dataset_config import supported_video_datasets
-    except Exception:
-        supported_video_datasets = {}
-    out: dict[str, dict[str, Any]] = {}
-    for cls in DATASET_CLASSES:
-        try:
-            names = cls.supported_datasets()
-        except Exception:
-            continue
-        urls = getattr(cls, "DATASET_URL", None)
-        urls = urls if isinstance(urls, dict) else {}
-        md5s = getattr(cls, "DATASET_MD5", None)
-        md5s = md5s if isinstance(md5s, dict) else {}
-        standard = (getattr(cls, "load_data", None) is ImageBaseDataset.load_data
-                    and getattr(cls, "prepare_tsv", None) is ImageBaseDataset.prepare_tsv)  # fmt: skip
-        for name in names:
-            if name not in out and name not in supported_video_datasets:
-                out[name] = {"class": cls.__name__, "url": urls.get(name) or None,
-                             "md5": md5s.get(name) or None, "standard": standard}  # fmt: skip
-    return dict(sorted(out.items()))
-
-
 def main(out_path: str) -> None:
     import transformers
     import vlmeval  # noqa: F401
     from vlmeval.config import supported_VLM
 
     guard = sys.modules.get("_spectravenv_vlmeval_guard")
-    here = {}
-    info_file = os.path.join(os.path.dirname(guard.__file__), "_spectravenv_env.json") if guard else ""
-    if info_file and os.path.exists(info_file):
-        with open(info_file) as fh:
-            here = json.load(fh)
+    here = guard.env_info() if guard else {}  # the guard reads the env's facts beside itself
     from importlib import metadata
 
     placeholders = {
@@ -206,6 +165,7 @@ def main(out_path: str) -> None:
             "is_api": bool(getattr(cls, "is_api", False)),
             "env_vars": env_vars(cls, text),
         }
+    names, dataset_classes = probe_datasets.datasets()
     result = {
         "env": here.get("env"),
         "transformers": transformers.__version__,
@@ -214,7 +174,8 @@ def main(out_path: str) -> None:
         "placeholders": placeholders,
         "models": models,
         "classes": classes,
-        "datasets": datasets(),
+        "datasets": names,
+        "dataset_classes": dataset_classes,
     }
     with open(out_path, "w") as fh:
         json.dump(result, fh, indent=1, sort_keys=True)

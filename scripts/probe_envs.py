@@ -18,7 +18,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from spectravenv import catalog, envs  # noqa: E402
+from spectravenv.catalog import loader  # noqa: E402
+from spectravenv.envs import venv as envs  # noqa: E402
 from spectravenv.paths import Paths  # noqa: E402
 
 KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SPECTRAVENV_HOME", "UV_CACHE_DIR", "UV_PYTHON_DOWNLOADS")
@@ -26,7 +27,7 @@ KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SPECTRAVENV_HOME", "UV_CACH
 
 def main(names: list[str]) -> int:
     paths = Paths.from_env()
-    cat = catalog.load(paths)
+    cat = loader.load(paths)
     out_dir = REPO / "data" / "probes"
     out_dir.mkdir(parents=True, exist_ok=True)
     clean = {k: v for k, v in os.environ.items() if k in KEEP}
