@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Download one Hugging Face checkpoint into the shared cache, inside an env (stdlib plus the
-env's huggingface_hub, 0.36 or 2.x), for `spectravenv prefetch`.
+"""Download one Hugging Face checkpoint into the shared cache, inside an env (stdlib, svrunner
+beside this file, and the env's huggingface_hub, 0.36 or 2.x), for `spectravenv prefetch`.
+No HTTP of its own: every request is huggingface_hub's.
 
     <env>/bin/python runners/prefetch_runner.py JOB_JSON
 
@@ -16,14 +17,10 @@ an HTTP Range request, after an interruption or within a call), each one then ch
 the hub's own record: the size, and for a file downloaded or not yet verified, the sha256 of an
 LFS file or the git blob id of a regular one. A file that fails the check is deleted.
 
-Events, JSON lines appended to PATH (the host turns them into progress bars and the manifest):
-    repo      commit, files: [{name, size, blob, lfs}]
-    file      name, size, cached
-    progress  name, bytes
-    retry     name, message (the connection dropped; continuing where it stopped)
-    file_done name, size, blob, how: checked (hashed now) | kept (verified before)
-    done      commit, requires (other repos its config names, e.g. a LLaVA vision tower)
-    error     kind (gated|not_found|revision|network|corrupt|failed), message
+Events go to PATH in the events format of svrunner.protocol, its prefetch vocabulary
+(PREFETCH_KINDS: repo, file, file_progress, retry, file_done, repo_done, repo_failed; the fields
+are listed there), masked of the token; the host reads them with the protocol's reader and
+turns them into progress bars and the manifest.
 """
 
 from __future__ import annotations
@@ -37,20 +34,15 @@ import threading
 import time
 from typing import Any
 
+from svrunner.files import write_atomic
+from svrunner.protocol import PREFETCH_KINDS, EventLog
+from svrunner.redact import Redactor
+
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9_.\-]+$")
 # config.json keys that name another hub repo the model loads at start-up (LLaVA-style vision
 # towers): fetched too, or an offline job would fail on them.
 REQUIRES_KEYS = ("mm_vision_tower", "vision_tower")
 ATTEMPTS = 4  # per file; each continues where the last one stopped
-
-
-class Events:
-    def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-
-    def emit(self, event: str, **fields: object) -> None:
-        line = json.dumps({"event": event, "time": time.time(), **fields}) + "\n"
-        os.write(self.fd, line.encode())
 
 
 def watch_parent() -> None:
@@ -111,7 +103,7 @@ def short(exc: BaseException) -> str:
 class Monitor:
     """Reports how far the `.incomplete` blob of the file being downloaded has grown."""
 
-    def __init__(self, events: Events, blobs: str) -> None:
+    def __init__(self, events: EventLog, blobs: str) -> None:
         self.events, self.blobs = events, blobs
         self.current: tuple[str, str] | None = None  # (file name, blob id)
         self.stop = threading.Event()
@@ -129,10 +121,10 @@ class Monitor:
                 continue
             if (cur[0], n) != last:
                 last = (cur[0], n)
-                self.events.emit("progress", name=cur[0], bytes=n)
+                self.events.emit("file_progress", name=cur[0], bytes=n)
 
 
-def download(hf_hub_download: Any, repo: str, name: str, commit: str, events: Events) -> str:
+def download(hf_hub_download: Any, repo: str, name: str, commit: str, events: EventLog) -> str:
     """One file, by commit (so every file comes from the one revision `repo` described). A
     dropped connection is tried again: huggingface_hub continues the `.incomplete` blob with a
     Range request (it retries some failures itself, but not a body cut short)."""
@@ -147,94 +139,102 @@ def download(hf_hub_download: Any, repo: str, name: str, commit: str, events: Ev
     raise AssertionError("unreachable")
 
 
-def main(argv: list[str]) -> int:
-    with open(argv[1]) as fh:
-        job = json.load(fh)
-    events = Events(job["events"])
-    watch_parent()
-    repo, revision = job["repo"], job.get("revision") or "main"
-    verified = job.get("verified") or {}
-    try:
-        from huggingface_hub import HfApi, constants, hf_hub_download
-
-        info = HfApi().model_info(repo, revision=revision, files_metadata=True)
-    except Exception as exc:
-        events.emit("error", kind=classify(exc), message=short(exc))
-        return 3
-    commit = info.sha
+def list_files(info: Any) -> list[dict[str, Any]]:
+    """The repo's files as the hub records them: size, and the sha256 of an LFS file or the git
+    blob id of a regular one."""
     files = []
     for s in info.siblings or []:
         lfs = getattr(s, "lfs", None)
         size = getattr(lfs, "size", None) if lfs else getattr(s, "size", None)
         blob = getattr(lfs, "sha256", None) if lfs else getattr(s, "blob_id", None)
         files.append({"name": s.rfilename, "size": size, "blob": blob, "lfs": bool(lfs)})
+    return files
+
+
+def problem_with(f: dict[str, Any], real: str, size: int, hash_it: bool) -> str | None:
+    """Why the file on disk is not the hub's; None when it is."""
+    if f["size"] is not None and size != f["size"]:
+        return f"has {size} bytes, the hub says {f['size']}"
+    if f["blob"] and hash_it:
+        got = sha256(real) if f["lfs"] else git_blob_id(real, size)
+        if got != f["blob"]:
+            return f"hashes to {got}, the hub says {f['blob']}"
+    return None
+
+
+def fetch_file(f: dict[str, Any], repo: str, commit: str, folder: str, verified: dict[str, Any],
+               monitor: Monitor, events: EventLog) -> bool:  # fmt: skip
+    """One file into the snapshot, checked; False (an event said why) when it failed."""
+    from huggingface_hub import hf_hub_download
+
+    pointer = os.path.join(folder, "snapshots", commit, f["name"])
+    cached = os.path.exists(pointer)
+    events.emit("file", name=f["name"], size=f["size"], cached=cached)
+    try:
+        if not cached:
+            monitor.current = (f["name"], f["blob"] or "")
+            pointer = download(hf_hub_download, repo, f["name"], commit, events)
+        real = os.path.realpath(pointer)
+        size = os.path.getsize(real)
+    except Exception as exc:
+        events.emit("repo_failed", kind=classify(exc), message=f"{f['name']}: {short(exc)}")
+        return False
+    finally:
+        monitor.current = None
+    kept = cached and verified.get(f["name"]) == f["blob"]  # hashed by an earlier prefetch
+    problem = problem_with(f, real, size, hash_it=not kept)
+    if problem:
+        for p in (pointer, real):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+        events.emit("repo_failed", kind="corrupt", message=f"{f['name']} {problem}; deleted it, run again")
+        return False
+    events.emit("file_done", name=f["name"], size=size, blob=f["blob"], how="kept" if kept else "checked")
+    return True
+
+
+def required_repos(folder: str, commit: str, repo: str) -> list[str]:
+    """Other hub repos the snapshot's config.json names (a LLaVA vision tower)."""
+    try:
+        with open(os.path.join(folder, "snapshots", commit, "config.json")) as fh:
+            cfg = json.load(fh)
+    except (OSError, ValueError):
+        return []
+    values = [cfg.get(key) for key in REQUIRES_KEYS] if isinstance(cfg, dict) else []
+    found = [v for v in values if isinstance(v, str) and HUB_ID.match(v) and v != repo]
+    return list(dict.fromkeys(found))
+
+
+def main(argv: list[str]) -> int:
+    with open(argv[1]) as fh:
+        job = json.load(fh)
+    repo, revision = job["repo"], job.get("revision") or "main"
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or ""
+    events = EventLog(job["events"], repo, 0, Redactor([token]), kinds=PREFETCH_KINDS)
+    watch_parent()
+    try:
+        from huggingface_hub import HfApi, constants
+
+        info = HfApi().model_info(repo, revision=revision, files_metadata=True)
+    except Exception as exc:
+        events.emit("repo_failed", kind=classify(exc), message=short(exc))
+        return 3
+    commit, files = info.sha, list_files(info)
     events.emit("repo", commit=commit, files=files)
 
     folder = os.path.join(constants.HF_HUB_CACHE, "models--" + repo.replace("/", "--"))
     monitor = Monitor(events, os.path.join(folder, "blobs"))
     for f in files:
-        pointer = os.path.join(folder, "snapshots", commit, f["name"])
-        cached = os.path.exists(pointer)
-        events.emit("file", name=f["name"], size=f["size"], cached=cached)
-        try:
-            if not cached:
-                monitor.current = (f["name"], f["blob"] or "")
-                pointer = download(hf_hub_download, repo, f["name"], commit, events)
-            real = os.path.realpath(pointer)
-            size = os.path.getsize(real)
-        except Exception as exc:
-            events.emit("error", kind=classify(exc), message=f"{f['name']}: {short(exc)}")
+        if not fetch_file(f, repo, commit, folder, job.get("verified") or {}, monitor, events):
             return 3
-        finally:
-            monitor.current = None
-        problem = None
-        if f["size"] is not None and size != f["size"]:
-            problem = f"has {size} bytes, the hub says {f['size']}"
-        elif f["blob"] and (not cached or verified.get(f["name"]) != f["blob"]):
-            got = sha256(real) if f["lfs"] else git_blob_id(real, size)
-            if got != f["blob"]:
-                problem = f"hashes to {got}, the hub says {f['blob']}"
-        if problem:
-            for p in (pointer, real):
-                try:
-                    os.unlink(p)
-                except OSError:
-                    pass
-            events.emit(
-                "error", kind="corrupt", message=f"{f['name']} {problem}; deleted it, run again"
-            )
-            return 3
-        done = "kept" if cached and verified.get(f["name"]) == f["blob"] else "checked"
-        events.emit("file_done", name=f["name"], size=size, blob=f["blob"], how=done)
     monitor.stop.set()
-
     if revision != commit:
         # What hf_hub_download(revision="main") would have recorded: which commit "main" is, so
         # transformers finds this snapshot when it runs offline.
-        refs = os.path.join(folder, "refs", revision)
-        os.makedirs(os.path.dirname(refs), exist_ok=True)
-        tmp = f"{refs}.tmp-{os.getpid()}"
-        with open(tmp, "w") as fh:
-            fh.write(commit)
-        os.replace(tmp, refs)
-
-    requires = []
-    config = os.path.join(folder, "snapshots", commit, "config.json")
-    try:
-        with open(config) as fh:
-            cfg = json.load(fh)
-    except (OSError, ValueError):
-        cfg = {}
-    for key in REQUIRES_KEYS:
-        value = cfg.get(key) if isinstance(cfg, dict) else None
-        if (
-            isinstance(value, str)
-            and HUB_ID.match(value)
-            and value != repo
-            and value not in requires
-        ):
-            requires.append(value)
-    events.emit("done", commit=commit, requires=requires)
+        write_atomic(os.path.join(folder, "refs", revision), commit)
+    events.emit("repo_done", commit=commit, requires=required_repos(folder, commit, repo))
     return 0
 
 

@@ -25,7 +25,10 @@ import traceback
 from typing import Any
 
 GUARDED = ("vlmeval.vlm.", "vlmeval.api.")
-ENV_INFO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_spectravenv_env.json")
+# The env's facts, written beside this module when spectravenv builds the env and named after it
+# (`<module>.json`, spectravenv.envs.venv.ENV_INFO), so the name is spelled nowhere else; the
+# module that reads it is this one (`env_info`, also what scripts/probe_env.py asks).
+ENV_INFO = os.path.splitext(os.path.abspath(__file__))[0] + ".json"
 _INFO: dict[str, Any] | None = None
 
 
@@ -141,12 +144,6 @@ class _GuardFinder(importlib.abc.MetaPathFinder):
 def install() -> None:
     if not any(isinstance(f, _GuardFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _GuardFinder())
-
-
-def unavailable(obj: Any) -> str | None:
-    """The import error behind a placeholder class or module; None for real code."""
-    target = getattr(obj, "func", obj)  # a functools.partial from supported_VLM
-    return getattr(target, "_spectravenv_unavailable", None)
 
 
 install()

@@ -24,7 +24,7 @@ def _shipped(name: str) -> Path:
 
 SHIPPED_LOCKS = _shipped("locks")
 RUNNERS_DIR = _shipped("runners")
-CATALOG_DIR = PACKAGE_DIR / "catalog_data"
+CATALOG_DIR = PACKAGE_DIR / "catalog" / "data"
 CONFIG_NAME = "spectravenv.toml"
 
 

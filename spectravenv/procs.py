@@ -3,26 +3,33 @@
 Short tool calls (uv, nvidia-smi, squeue) go through `run`; long supervised children (runners)
 through `spawn` and `stop_trees`. Each supervised child leads a process group of its own, and a
 stop signals the whole group (which reaches re-parented grandchildren too) plus any descendant
-that left it, escalating interrupt -> terminate -> kill until none is left holding a GPU.
+that left it, escalating interrupt -> terminate -> kill until none is left holding a GPU. A
+supervised child is also told to end (SIGTERM) when its supervisor dies without stopping it (a
+SIGKILL, the OOM killer): no worker outlives its dispatcher holding a GPU and claims.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Protocol
 
 import psutil
 
-from .errors import SpectravenvError
+from spectravenv.errors import SpectravenvError
 
 KEEP_LOGS = 30
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# Loaded once here: the child of a fork must not load a library (locks of other threads).
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
 class StreamMasker(Protocol):
@@ -112,10 +119,25 @@ def spawn(
         env=dict(env),
         cwd=cwd,
         start_new_session=True,
+        preexec_fn=_ends_with(os.getpid()),
     )
     pump = threading.Thread(target=_pump, args=(proc.stdout, log, masker or _Plain()), daemon=True)
     pump.start()
     return proc, pump
+
+
+def _ends_with(parent: int) -> Callable[[], None]:
+    """In the child, before exec: SIGTERM when the thread that started it ends (Linux's
+    PR_SET_PDEATHSIG; the dispatcher spawns from its main thread, so: when the dispatcher dies).
+    It has its own session, so the terminal's signals no longer reach it; this does."""
+
+    def preexec() -> None:
+        if _LIBC is not None:
+            _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 def _pump(stream: IO[bytes], log: Path, masker: StreamMasker) -> None:

@@ -1,18 +1,25 @@
 """Secrets from a `.env` file: handed to child processes only, masked wherever they could appear.
 
 The file is parsed by python-dotenv, exactly as VLMEvalKit itself reads `.env` files (quotes,
-`export`, trailing comments, multi-line values). Masking is `svrunner.redact`, the same code the
+`export`, trailing comments, multi-line values). A statement python-dotenv cannot parse (an
+unclosed quote, a space inside a name) is an error naming the file and line: python-dotenv would
+only log a warning and drop it, and a job would then run without that key, or with the lines after
+an unclosed quote swallowed into one value. Masking is `svrunner.redact`, the same code the
 runner applies to every event it writes and the Slurm log filter applies to the runner's output.
 """
 
 from __future__ import annotations
 
+import io
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 from svrunner import redact
 
-from .errors import SpectravenvError
+from spectravenv.errors import SpectravenvError
 
 
 @dataclass(frozen=True)
@@ -51,10 +58,22 @@ def load(path: Path | None, *, required: bool) -> Secrets:
     except (OSError, UnicodeDecodeError) as e:
         reason = getattr(e, "strerror", None) or str(e)
         raise SpectravenvError(f"cannot read --env-file {path}: {reason}") from None
-    import io
-
-    from dotenv import dotenv_values
-
+    _check_syntax(path, text)
     # A line without "=" comes back as None: nothing to pass on (python-dotenv ignores it too).
     parsed = dotenv_values(stream=io.StringIO(text))  # the defaults VLMEvalKit uses
     return Secrets({k: v for k, v in parsed.items() if v is not None}, path)
+
+
+def _check_syntax(path: Path, text: str) -> None:
+    """A one-line error at the first statement python-dotenv cannot parse. The statement itself is
+    not shown (it may hold a secret), only the name it starts with, when it has one."""
+    bad = next((b for b in parse_stream(io.StringIO(text)) if b.error), None)
+    if bad is None:
+        return
+    name = re.match(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=", bad.original.string)
+    what = f"the statement setting {name.group(1)}" if name else "a statement"
+    raise SpectravenvError(
+        f"{path}, line {bad.original.line}: python-dotenv cannot parse {what}; write it as "
+        "KEY=VALUE on one line, quoting a value that holds spaces, # or quotes (and closing the "
+        "quote), or delete the line"
+    )

@@ -13,9 +13,12 @@ huggingface_hub 0.36 and 2.x: `HfApi.model_info`, `hf_hub_download`):
   `Authorization: Bearer <token>`, `RepoNotFound`, `RevisionNotFound`, `EntryNotFound`.
 
 Plain files (`add_file`) are served at `/files/<path>` with the same Range support, for dataset
-URLs. Every request is recorded (method, path, Range, whether it was authorised), and a file can
-be made to fail on purpose: `drop_once` sends the full headers, part of the body, then closes the
-connection (once); `stall` sends part of the body and then waits until `release()`.
+URLs. Every request is recorded (method, path, Range, whether it was authorised, the
+Authorization header itself), and a file can be made to fail on purpose: `drop_once` sends the
+full headers, part of the body, then closes the connection (once); `stall` sends part of the body
+and then waits until `release()`. `redirect` answers a path with a 302 to another URL (a file on
+another stub, say: HubStub(host="127.0.0.2") is another host on the same machine, as Linux
+routes all of 127.0.0.0/8 to the loopback).
 """
 
 from __future__ import annotations
@@ -80,14 +83,16 @@ class Fault:
 
 
 class HubStub:
-    def __init__(self, token: str | None = None) -> None:
+    def __init__(self, token: str | None = None, host: str = "127.0.0.1") -> None:
         self.token = token
         self.repos: dict[str, StubRepo] = {}
         self.files: dict[str, bytes] = {}
         self.faults: dict[str, Fault] = {}
+        self.redirects: dict[str, str] = {}
+        self.content_types: dict[str, str] = {}
         self.requests: list[dict] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer((host, 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -114,9 +119,18 @@ class HubStub:
         self.repos[repo_id] = StubRepo(repo_id, stub, gated)
         return self.repos[repo_id]
 
-    def add_file(self, path: str, data: bytes) -> str:
+    def add_file(self, path: str, data: bytes, content_type: str | None = None) -> str:
+        """Serve `data` at /files/<path> (a path ending in "/" is a folder's page, e.g. a PEP 503
+        index page with content_type "text/html")."""
         self.files[path] = data
+        if content_type:
+            self.content_types[path] = content_type
         return f"{self.url}/files/{path}"
+
+    def redirect(self, url_path: str, location: str) -> str:
+        """Answer `url_path` with a 302 to `location`; returns the URL of `url_path` here."""
+        self.redirects[url_path] = location
+        return f"{self.url}{url_path}"
 
     def drop_once(self, url_path: str, at: int) -> Fault:
         self.faults[url_path] = Fault(at, "drop")
@@ -171,7 +185,10 @@ class HubStub:
                     stub.requests.append({"method": self.command, "path": path,
                                           "range": self.headers.get("Range"),
                                           "authorised": self._authorised(),
-                                          "auth_header": self.headers.get("Authorization") is not None})  # fmt: skip
+                                          "auth_header": self.headers.get("Authorization") is not None,
+                                          "authorization": self.headers.get("Authorization")})  # fmt: skip
+                if path in stub.redirects:
+                    return self._redirect(stub.redirects[path])
                 m = re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?", path)
                 if m:
                     return self._api(unquote(m.group(1)), unquote(m.group(2) or "main"))
@@ -180,9 +197,17 @@ class HubStub:
                     return self._resolve(
                         unquote(m.group(1)), unquote(m.group(2)), unquote(m.group(3)), path, body
                     )
-                if path.startswith("/files/") and path[len("/files/") :] in stub.files:
-                    return self._content(stub.files[path[len("/files/") :]], path, {}, body)
+                name = path[len("/files/") :]
+                if path.startswith("/files/") and name in stub.files:
+                    kind = stub.content_types.get(name)
+                    return self._content(stub.files[name], path, {"Content-Type": kind} if kind else {}, body)
                 return self._error(404, "EntryNotFound", f"{path} not found")
+
+            def _redirect(self, location: str) -> None:
+                self.send_response(302)
+                self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def _repo(self, repo_id: str, rev: str) -> StubRepo | None:
                 repo = stub.repos.get(repo_id)

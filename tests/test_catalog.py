@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from spectravenv import catalog
+from spectravenv.catalog import loader
 from spectravenv.errors import SpectravenvError
 from spectravenv.paths import SHIPPED_LOCKS, Paths
 
@@ -28,7 +28,7 @@ def load(tmp_path: Path, user_toml: str | None = None, xdg_toml: str | None = No
         (xdg / "spectravenv").mkdir(parents=True, exist_ok=True)
         (xdg / "spectravenv" / "spectravenv.toml").write_text(xdg_toml)
     env = {"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(xdg)}
-    return catalog.load(Paths.from_env(env, cwd=cwd))
+    return loader.load(Paths.from_env(env, cwd=cwd))
 
 
 def test_shipped_catalog_has_the_seed(tmp_path):

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from spectravenv import compare
+from spectravenv.catalog.entries import Benchmark, Catalog
+from spectravenv.results import compare, samples
+from spectravenv.results.rows import Row
 
 from .conftest import Workspace
 
@@ -73,7 +75,7 @@ def test_compare_of_runs_that_never_started_a_pair(ws: Workspace):
     assert any("DemoShapes" in line and "only in B" in line for line in lines)
     assert any(line.split()[:3] == ["limit", "8", "null"] for line in lines), proc.stdout
     doc = json.loads(ws.run("compare", str(a), str(b), "--json", check=True).stdout)
-    assert doc["schema"] == "spectravenv.compare/1"
+    assert doc["schema"] == "spectravenv.compare/2"
     pairs = {(p["model"], p["benchmark"]): p for p in doc["pairs"]}
     assert pairs[("demo-tiny-llava", "DemoShapes")]["only_in"] == "b"
     assert pairs[("demo-tiny-llava", "DemoMCQ")]["delta"] is None
@@ -136,3 +138,38 @@ def test_two_demo_runs_of_different_limits(demo_ws):
     # A run against itself: nothing changed, nothing to explain.
     same = json.loads(demo_ws.run("compare", str(a), str(a), "--json", check=True).stdout)
     assert same["provenance"] == [] and all(p["delta"] == 0 for p in same["pairs"])
+
+
+# ---- the paired test on the samples both runs scored (no env) -----------------------------------
+
+
+def sample_row(run: str, hits: list[int], indices: list[str] | None = None) -> Row:
+    indices = indices or [str(i) for i in range(len(hits))]
+    sset = samples.SampleSet("m/B/m_B_exact_matching_result.xlsx", "hit",
+                             [samples.Sample(i, float(h), i) for i, h in zip(indices, hits, strict=True)])
+    value = 100 * sum(hits) / len(hits)
+    judged = samples.assess(sset, "Overall", value)
+    return Row("m", "tf437", "B", "done", "acc", value, len(hits), None, 1.0, "", run, "log",
+               interval=judged.interval, sample_set=sset)  # fmt: skip
+
+
+def test_paired_test_says_which_differences_are_more_than_noise():
+    cat = Catalog(envs={}, models={}, benchmarks={"B": Benchmark("B", headline="Overall", scale=100)}, addons={})
+    a = sample_row("a", [1] * 20 + [0] * 20)
+    better = sample_row("b", [1] * 20 + [1] * 12 + [0] * 8)  # 12 more right, none lost
+    test, note = compare.paired_test(a, better, cat)
+    assert note == "" and test.test == "mcnemar exact" and test.discordant == (0, 12)
+    assert test.significant and test.delta == pytest.approx(30.0) and test.n == 40
+    noise = sample_row("b", [1] * 19 + [0] + [1] + [0] * 19)  # one lost, one won
+    test, _ = compare.paired_test(a, noise, cat)
+    assert not test.significant and test.p_value == 1.0 and test.delta == 0
+    # Different subsets: only the samples both scored are paired.
+    part = sample_row("b", [1, 1, 0], ["0", "1", "39"])
+    test, _ = compare.paired_test(a, part, cat)
+    assert test.n == 3 and test.delta == 0
+    disjoint = sample_row("b", [1, 1], ["x", "y"])
+    test, note = compare.paired_test(a, disjoint, cat)
+    assert test is None and "no sample in common" in note
+    a.interval, a.interval_note = None, "no per-sample results in VLMEvalKit's files for this dataset"
+    test, note = compare.paired_test(a, better, cat)
+    assert test is None and note.startswith("no paired test: A has no per-sample results")

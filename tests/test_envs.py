@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from spectravenv import catalog, envs, locks, procs
+from spectravenv import procs
+from spectravenv.catalog import loader
+from spectravenv.envs import locks
+from spectravenv.envs import venv as envs
 from spectravenv.paths import Paths
 
 from .conftest import Workspace
@@ -31,7 +34,7 @@ def leftovers(ws: Workspace) -> list[Path]:
 
 def in_process(ws: Workspace):
     paths = Paths.from_env(ws.env, cwd=ws.cwd)
-    return paths, catalog.load(paths)
+    return paths, loader.load(paths)
 
 
 def test_sync_builds_a_verified_env_and_envs_shows_it(ws):
@@ -220,7 +223,7 @@ def test_no_space_left(ws, tmp_path):
 
 def test_lock_refuses_to_rewrite_the_installed_package(tmp_path):
     """A non-editable install: `spectravenv lock` must not change what every later sync builds."""
-    from spectravenv.uvtool import uv_bin
+    from spectravenv.envs.uv import uv_bin
 
     from .conftest import REPO, SHARED_CACHE
 

@@ -103,7 +103,8 @@ def test_demo_two_benchmarks_one_process_results_agree_everywhere(demo_ws):
     manifest = json.loads((run / "run.json").read_text())
     assert manifest["status"] == "finished" and manifest["limit"] == 8
     assert manifest["envs"]["tf437"]["versions"]["transformers"] == "4.37.2"
-    assert manifest["judge"] == "exact_matching"
+    # No --judge: each benchmark's own judge; a custom MCQ set's is exact matching.
+    assert manifest["judge"] is None and manifest["judges"]["DemoMCQ"]["model"] == "exact_matching"
 
     # Headline numbers = VLMEvalKit's own score file x 100, in CSV, XLSX, report and console.
     with (run / "results" / "summary.csv").open() as f:

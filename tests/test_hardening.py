@@ -12,6 +12,7 @@ import signal
 from pathlib import Path
 
 import openpyxl
+import psutil
 import pytest
 
 from .conftest import Workspace
@@ -203,3 +204,21 @@ kwargs = { sleep = 0.4 }
     # Once for the inventory; while waiting, at once and then at most every 10 s; and once
     # after each of the two workers' ends. A flood would be one a second.
     assert len(queries) <= 1 + (1 + waited / 10) + 2, (len(queries), waited)
+
+
+def test_a_model_not_loaded_within_the_load_limit_is_stopped_without_timeout(demo_ws):
+    """Without --timeout a worker hanging before model_loaded was waited for forever; now the
+    load limit (default max(30 min, 10 loads); SPECTRAVENV_LOAD_LIMIT here, below the time
+    `import vlmeval` takes) stops it, says why, and counts it as the model's failure."""
+    (demo_ws.cwd / "spectravenv.toml").write_text(USER_MODELS)
+    demo_ws.env["SPECTRAVENV_LOAD_LIMIT"] = "1"
+    proc = demo_ws.run("eval", "slow-demo", "DemoMCQ", "--limit", "2", "--run-name", "ll", timeout=600)
+    assert proc.returncode == 1, proc.stderr
+    assert "its model was not loaded after 1s (the load limit" in proc.stderr
+    run = demo_ws.cwd / "outputs" / "ll"
+    [failed] = kinds(events(run, "slow-demo"), "job_failed")
+    assert failed["source"] == "dispatcher" and not kinds(events(run, "slow-demo"), "model_loaded")
+    pids = [e["pid"] for e in kinds(events(run, "slow-demo"), "job_started")]
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
+    del demo_ws.env["SPECTRAVENV_LOAD_LIMIT"]
+    eval_ok(demo_ws, "--resume", str(run))  # a new attempt opens the given-up pair again

@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from spectravenv import catalog, evaluation, offline
-from spectravenv.launch import job as jobfiles
+from spectravenv.catalog import loader
+from spectravenv.fetch import offline
 from spectravenv.paths import Paths
+from spectravenv.run import evaluate as evaluation
+from spectravenv.run import jobfile as jobfiles
+from spectravenv.run import launch, prepare, state
 
 from .conftest import Workspace, spectravenv_exe
 from .hubstub import HubStub
@@ -150,17 +153,17 @@ def test_offline_jobs_get_the_hub_offline_switches(offline_ws, monkeypatch):
     """The steps of `eval` up to the check, in process, then the jobs' environment as both
     launchers make it."""
     paths = Paths.from_env(offline_ws.env, cwd=offline_ws.cwd)
-    cat = catalog.load(paths)
-    steps = evaluation.STEPS[: evaluation.STEPS.index(evaluation.check_offline) + 1]
+    cat = loader.load(paths)
+    steps = evaluation.STEPS[: evaluation.STEPS.index(prepare.check_offline) + 1]
 
     def job_env(offline_flag: bool) -> dict[str, str]:
-        req = evaluation.EvalRequest(
+        req = state.EvalRequest(
             names=["demo-tiny-llava", "DemoMCQ"], dry_run=True, offline=offline_flag
         )
-        st = evaluation.Eval(req, paths, cat, io.StringIO(), io.StringIO())
+        st = state.Eval(req, paths, cat, io.StringIO(), io.StringIO())
         for step in steps:
             step(st)
-        return jobfiles.child_env(evaluation.job_environ(st), paths, st.secrets, [], [])
+        return jobfiles.child_env(launch.job_environ(st), paths, st.secrets, [], [])
 
     for var in offline.JOB_ENV:
         monkeypatch.delenv(var, raising=False)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from spectravenv import gpus, plan
-from spectravenv.catalog import Benchmark, Model
+from spectravenv.catalog.entries import Benchmark, Model
 from spectravenv.errors import SpectravenvError
+from spectravenv.plan import gpus
+from spectravenv.plan import jobs as plan
 
 from .gpu_fixtures import h100s
 
@@ -110,10 +111,10 @@ def test_api_models_keep_one_unit_per_benchmark():
 def test_a_model_that_fits_nowhere_is_refused_before_anything_starts(tmp_path):
     import dataclasses
 
-    from spectravenv import catalog
+    from spectravenv.catalog import loader
     from spectravenv.paths import Paths
 
-    shipped = catalog.load(Paths.from_env({"HOME": str(tmp_path)}, cwd=tmp_path))
+    shipped = loader.load(Paths.from_env({"HOME": str(tmp_path)}, cwd=tmp_path))
     cat = dataclasses.replace(
         shipped, models={"big": model("big", mem=100)}, benchmarks={"B": bench()}
     )
@@ -124,7 +125,7 @@ def test_a_model_that_fits_nowhere_is_refused_before_anything_starts(tmp_path):
 
 
 def test_idle_gpus_start_more_workers_of_the_model_with_most_open_work():
-    from spectravenv.schedule import Open, choose_starts
+    from spectravenv.plan.schedule import Open, choose_starts
 
     long, short = job("long", [bench("A", 10_000)]), job("short", [bench("A", 100)])
     starts = choose_starts([Open(long, 10_000, 100), Open(short, 3000, 10)], pool(5), {}, 0)
@@ -142,7 +143,7 @@ def test_idle_gpus_start_more_workers_of_the_model_with_most_open_work():
 
 
 def test_a_model_waiting_for_two_gpus_does_not_block_smaller_ones():
-    from spectravenv.schedule import Open, choose_starts
+    from spectravenv.plan.schedule import Open, choose_starts
 
     big, small = job("big", [bench("A", 10_000)], n=2, mem=150), job("small", [bench("A", 1000)])
     starts = choose_starts([Open(big, 10_000, 50), Open(small, 1000, 10)], pool(1), {}, 0)
@@ -150,7 +151,7 @@ def test_a_model_waiting_for_two_gpus_does_not_block_smaller_ones():
 
 
 def test_the_simulated_run_gives_each_unit_once_and_ends_near_the_bound():
-    from spectravenv.schedule import simulate
+    from spectravenv.plan.schedule import lower_bound, simulate
 
     jobs = [
         job(f"m{i}", [bench("A", 2000 + 500 * i), bench("B", 800)], sps=0.5 + 0.1 * i)
@@ -163,4 +164,4 @@ def test_the_simulated_run_gives_each_unit_once_and_ends_near_the_bound():
     loads = sim.loads * 60.0
     # Every GPU-second is a unit's work or a load: nothing run twice, nothing lost.
     assert sim.busy_gpu_seconds == pytest.approx(work + loads)
-    assert sim.makespan <= 1.05 * p.lower_bound()
+    assert sim.makespan <= 1.05 * lower_bound(p)

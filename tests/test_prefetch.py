@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
+from svrunner.protocol import PREFETCH_KINDS, EventLog, EventReader, read_events
+from svrunner.redact import Redactor
 
 from .conftest import Workspace
 from .hubstub import HubStub
@@ -97,6 +99,26 @@ def wait_for(cond, what: str, timeout: float = 300.0) -> None:
         time.sleep(0.1)
 
 
+# ---- the download runner's events ----------------------------------------------------------------
+
+
+def test_the_prefetch_events_are_the_protocols_own_lines_masked_and_kept_apart(tmp_path):
+    """The download runner writes, and `prefetch` reads, with svrunner.protocol's writer and
+    reader (one owner of the format), in a vocabulary of its own."""
+    path = tmp_path / "events.jsonl"
+    log = EventLog(str(path), "org/repo", 0, Redactor([TOKEN]), kinds=PREFETCH_KINDS)
+    for kind in sorted(PREFETCH_KINDS):
+        log.emit(kind, message=f"401 for token {TOKEN}")
+    with pytest.raises(ValueError, match="unknown event kind 'job_done'"):
+        log.emit("job_done", ok=1)
+    log.close()
+    assert TOKEN.encode() not in path.read_bytes()
+    evs = EventReader(str(path), kinds=PREFETCH_KINDS).read()
+    assert [e["event"] for e in evs] == sorted(PREFETCH_KINDS)
+    assert all(e["job_id"] == "org/repo" and e["message"] == "401 for token ***" for e in evs)
+    assert read_events(path) == []  # a job's reader takes none of them
+
+
 # ---- TSVs ---------------------------------------------------------------------------------------
 
 
@@ -122,6 +144,26 @@ def test_a_dropped_tsv_download_continues_with_a_range_request_and_is_md5_checke
     assert "TinyBench: TSV md5 ok" in again.stderr
     dry = pws.run("prefetch", "--dry-run", "TinyBench", check=True)
     assert "present" in dry.stdout and "MISSING" not in dry.stdout
+
+
+def test_the_hub_token_never_follows_a_redirect_to_another_host(pws, hub):
+    """The hub answers a dataset file with a redirect to its storage host (a signed URL that needs
+    no token), as huggingface.co does: the token reaches the hub, never the storage host."""
+    data = tsv_bytes(500)
+    path = "/datasets/stub-org/bench/resolve/main/TinyBench.tsv"
+    with HubStub(host="127.0.0.2") as storage:
+        hub.redirect(path, storage.add_file("TinyBench.tsv", data))
+        pws.env["HF_ENDPOINT"] = hub.url
+        (pws.cwd / ".env").write_text(f"HF_TOKEN={TOKEN}\n")
+        url = f"https://huggingface.co{path}"  # fetched from HF_ENDPOINT, the site's hub
+        config(pws, bench_entry("TinyBench", url, hashlib.md5(data).hexdigest()))
+        proc = pws.run("prefetch", "TinyBench")
+        assert proc.returncode == 0, proc.stderr
+        assert (lmudata(pws) / "TinyBench.tsv").read_bytes() == data
+        [asked] = hub.gets(path)
+        assert asked["authorization"] == f"Bearer {TOKEN}"
+        assert storage.gets("/files/TinyBench.tsv")
+        assert all(r["authorization"] is None for r in storage.requests), storage.requests
 
 
 def test_a_tsv_with_another_md5_is_refused_and_not_kept(pws, hub):

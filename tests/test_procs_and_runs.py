@@ -12,9 +12,11 @@ import psutil
 from svrunner.locking import FileLock
 from svrunner.protocol import EventLog
 
-from spectravenv import procs, rundir, stats
-from spectravenv.evaluation import git_revision
+from spectravenv import procs
 from spectravenv.paths import PACKAGE_DIR, Paths
+from spectravenv.plan import stats
+from spectravenv.run import rundir
+from spectravenv.run.provenance import git_revision
 
 from .conftest import REPO
 from .test_locking import holder
@@ -106,3 +108,24 @@ def test_a_second_dispatcher_cannot_take_a_run(tmp_path):
     second.acquire(0)
     second.release()
     assert not Path(run.lock().path).exists()
+
+
+def test_an_install_from_a_clone_or_a_wheel_records_what_it_was(tmp_path):
+    """pip's direct_url.json (PEP 610) of a non-editable install from a local clone has no
+    vcs_info: the clone's HEAD is read (it recorded `git -`); a wheel keeps its sha256."""
+    from spectravenv.run.provenance import install_from
+
+    clone = tmp_path / "spectravenv clone"
+    subprocess.run(["git", "init", "-q", clone], check=True)
+    (clone / "pyproject.toml").write_text('[project]\nname = "spectravenv"\n')
+    subprocess.run(["git", "-C", clone, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q",
+                    "--allow-empty", "-m", "x"], check=True)  # fmt: skip
+    head = subprocess.run(["git", "-C", clone, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    site = tmp_path / "venv" / "lib" / "site-packages" / "spectravenv"
+    got = install_from({"url": clone.as_uri(), "dir_info": {}}, "r" * 64, site)
+    assert got == {"kind": "clone", "url": clone.as_uri(), "commit": head}
+    wheel = {"url": "file:///w/spectravenv-0.1.0-py3-none-any.whl", "archive_info": {"hashes": {"sha256": "ab" * 32}}}
+    assert install_from(wheel, None, site) == {"kind": "wheel", "url": wheel["url"], "sha256": "ab" * 32}
+    vcs = {"url": "https://example.org/s.git", "vcs_info": {"vcs": "git", "commit_id": "c" * 40}}
+    assert install_from(vcs, None, site)["commit"] == "c" * 40
+    assert install_from(None, "d" * 64, site) == {"kind": "index", "sha256": "d" * 64}

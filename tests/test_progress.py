@@ -13,14 +13,16 @@ from pathlib import Path
 import pytest
 from svrunner.protocol import EventLog
 
-from spectravenv import catalog, progress, rundir
+from spectravenv.catalog import entries as catalog
+from spectravenv.catalog import loader
 from spectravenv.paths import Paths
+from spectravenv.run import progress, rundir
 
 from .conftest import DATA, Workspace
 
 
 def shipped(tmp_path: Path) -> catalog.Catalog:
-    return catalog.load(Paths.from_env({"HOME": str(tmp_path)}, cwd=DATA / "no-config"))
+    return loader.load(Paths.from_env({"HOME": str(tmp_path)}, cwd=DATA / "no-config"))
 
 
 def test_the_view_counts_units_rates_and_finished_pairs_from_events(tmp_path):
@@ -169,3 +171,49 @@ def test_status_watch_follows_a_run_started_elsewhere(demo_ws, terminal):
     final = wait_screen(lambda s: "EXITED" in s, "watch to end with the run", timeout=400)
     p.communicate(timeout=60)
     assert "EXITED 0" in final and "slow-demo" in final and "done" in final
+
+
+def _view_with_workers(tmp_path: Path) -> progress.View:
+    run = rundir.RunDir(tmp_path / "run")
+    run.write_manifest({"models": ["llava_v1.5_13b"], "benchmarks": ["MMBench_DEV_EN"], "status": "running"})
+    for n, gpus in ((1, "0,1"), (2, "2,3")):
+        job = f"llava_v1.5_13b.w{n}"
+        run.write_job({"job_id": job, "model": {"name": "llava_v1.5_13b"}, "fingerprint": {"env": {"name": "tf437"}}})
+        log = EventLog(str(run.events_file(job)), job, 0)
+        t = time.time()
+        log.emit("job_started", at=t, pid=os.getpid(), host=os.uname().nodename, cuda_visible_devices=gpus)
+        log.emit("benchmark_started", at=t, benchmark="SEEDBench_IMG_KO", total=14232, shards=2)
+        log.emit("unit_started", at=t, benchmark="SEEDBench_IMG_KO", unit=n - 1, of=2, rows=7116, reused=0)
+        log.emit("progress", at=t + 1, benchmark="SEEDBench_IMG_KO", done=100, total=7116, shard=[n - 1, 2])
+        log.emit("progress", at=t + 60, benchmark="SEEDBench_IMG_KO", done=1300, total=7116, shard=[n - 1, 2])
+        log.close()
+    tracker = progress.Tracker(run, shipped(tmp_path))
+    tracker.poll()
+    return tracker.view(now=time.time() + 60)
+
+
+@pytest.mark.parametrize("width", [80, 132])
+def test_the_live_view_fits_the_terminal_and_has_16_colours(tmp_path, width):
+    """At 80 columns nothing is cut to "tf4…" and the overall bar is one line; on a 16-colour
+    terminal the colours are standard ANSI ones (30-37, 90-97), not approximations."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    v = _view_with_workers(tmp_path)
+    out = io.StringIO()
+    console = Console(file=out, width=width, color_system="standard", force_terminal=True)
+    console.print(progress.rich_view(v, width))
+    text = out.getvalue()
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    lines = plain.rstrip("\n").splitlines()
+    assert max(len(line) for line in lines) <= width, plain
+    assert len(lines) == 1 + len(v.workers) + 1, plain  # header, one per worker, one overall line
+    for line in lines[1:3]:
+        assert " tf437 " in line and "…" not in line.split("tf437")[0][-3:], plain
+    assert "samples" in lines[-1] and "pairs" in lines[-1]
+    codes = {int(c) for seq in re.findall(r"\x1b\[([0-9;]*)m", text) for c in seq.split(";") if c}
+    colours = {c for c in codes if 30 <= c <= 37 or 90 <= c <= 97}
+    assert len(colours) >= 3, codes
+    assert not any(c in (38, 48) for c in codes)  # no 256-colour or truecolor sequences

@@ -11,14 +11,16 @@ import json
 
 import pytest
 
-from spectravenv import catalog, envs, procs
-from spectravenv.launch.job import model_spec
+from spectravenv import procs
+from spectravenv.catalog import loader
+from spectravenv.envs import venv as envs
 from spectravenv.paths import RUNNERS_DIR, Paths
+from spectravenv.run.jobfile import model_spec
 
 from .conftest import DATA, heavy_env, spectravenv_exe
 
 pytestmark = pytest.mark.heavy
-SHIPPED = catalog.load(Paths.from_env({"HOME": "/nonexistent"}, cwd=DATA / "no-config")).envs
+SHIPPED = loader.load(Paths.from_env({"HOME": "/nonexistent"}, cwd=DATA / "no-config")).model_envs()
 TORCH = {"tf433": "2.1.2", "tf436": "2.1.2", "tf437": "2.1.2", "tf440": "2.1.2", "tf442": "2.1.2",
          "tf444": "2.1.2", "tf445": "2.1.2", "tf448": "2.1.2", "tf450": "2.8.0", "tf451": "2.8.0",
          "tf457": "2.8.0", "tf5": "2.8.0", "api": "2.8.0"}  # fmt: skip
@@ -32,7 +34,7 @@ def test_the_torch_table_covers_every_env():
 def test_shipped_env_builds_and_resolves_its_models(heavy_home, env_name, tmp_path):
     env = heavy_env(heavy_home)
     paths = Paths.from_env(env, cwd=tmp_path)
-    cat = catalog.load(paths)
+    cat = loader.load(paths)
     proc = procs.run([*spectravenv_exe(), "sync", env_name, "--no-addons"], env=env, timeout=3000, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     state = envs.status(cat.envs[env_name], paths)

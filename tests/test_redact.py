@@ -12,8 +12,10 @@ from svrunner import redact
 from svrunner.protocol import EventLog, read_events
 
 from spectravenv import secrets
+from spectravenv.errors import SpectravenvError
 
 from .conftest import REPO
+from .test_envs import one_line_error
 
 TOKEN = "hf_SECRETtoken0123456789abcdef"
 
@@ -91,3 +93,66 @@ def test_dotenv_is_parsed_as_python_dotenv_parses_it(tmp_path):
     assert s.values == {"HF_TOKEN": TOKEN, "OPENAI_API_KEY": "sk-abc def", "PLAIN": "value",
                         "MULTI": "one\ntwo", "EMPTY": ""}  # fmt: skip
     assert s.redact(f'"{TOKEN}"') == '"***"'
+
+
+def test_a_malformed_dotenv_line_is_an_error_naming_file_and_line_never_the_value(tmp_path):
+    f = tmp_path / ".env"
+    f.write_text(f'PLAIN=1\n# a comment\nexport HF_TOKEN="{TOKEN}\nOTHER=2\n')  # unclosed quote
+    with pytest.raises(SpectravenvError) as e:
+        secrets.load(f, required=True)
+    msg = str(e.value)
+    assert msg.startswith(f"{f}, line 3: python-dotenv cannot parse the statement setting HF_TOKEN")
+    assert "KEY=VALUE" in msg and TOKEN not in msg and "\n" not in msg
+    f.write_text("GOOD=1\nmy key=value\n")  # a space in a name: no name to show
+    with pytest.raises(SpectravenvError, match=r", line 2: python-dotenv cannot parse a statement;"):
+        secrets.load(f, required=True)
+
+
+def test_the_cli_refuses_a_malformed_dotenv_before_doing_anything(ws):
+    (ws.cwd / ".env").write_text(f"HF_TOKEN='{TOKEN}\n")
+    proc = ws.run("prefetch", "demo-tiny-llava")
+    msg = one_line_error(proc)
+    assert ".env, line 1: python-dotenv cannot parse the statement setting HF_TOKEN" in msg
+    assert TOKEN not in proc.stdout + proc.stderr and "built in" not in proc.stderr
+
+
+# Secrets that overlap in every way that matters: one extends another, one ends where another
+# begins, one sits inside another, one repeats a character run.
+FAMILIES = [
+    ["token123", "token1239baa"],  # a secret that extends another
+    ["abcdefgh", "defghijk"],  # the end of one is the start of the other
+    ["abcdefghij", "cdefghij"],  # one inside another, ending together
+    ["aaaaaaaa", "aaaaaaaab"],  # runs: every position could start one
+    ["xyzxyzxy", "zxyzxyzq", "xyzq0000"],
+]
+
+
+def texts_of(secrets: list[str]) -> list[str]:
+    """Texts made of the secrets' pieces: whole, cut short, glued together, split by a line break."""
+    out = []
+    for a in secrets:
+        for b in secrets:
+            out += [f"{a}{b}", f"-{a[:5]}{b}-", f"{a[:-1]}\n{a[-1]}{b[3:]}", f"{a}{a[:6]}", f"{b}\n\r{a}"]
+    return out
+
+
+def splits(text: str):
+    """Every way of cutting `text` into at most three pieces, and into single characters."""
+    n = len(text)
+    yield [text]
+    yield list(text)
+    for i in range(1, n):
+        yield [text[:i], text[i:]]
+        for j in range(i + 1, n):
+            yield [text[:i], text[i:j], text[j:]]
+
+
+@pytest.mark.parametrize("secrets", FAMILIES, ids=lambda s: s[0])
+def test_the_stream_gives_exactly_the_masking_of_the_whole_text_wherever_it_is_cut(secrets):
+    r = redact.Redactor(secrets)
+    for text in texts_of(secrets):
+        whole = r.text(text)
+        for pieces in splits(text):
+            stream = r.stream()
+            out = "".join(stream.feed(p) for p in pieces) + stream.flush()
+            assert out == whole, (text, pieces)

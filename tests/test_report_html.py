@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from spectravenv import report_html, results_json
-from spectravenv.catalog import Benchmark, Catalog
-from spectravenv.results import Row
+from spectravenv.catalog.entries import Benchmark, Catalog
+from spectravenv.report import html as report_html
+from spectravenv.results import document as results_json
+from spectravenv.results.rows import Row
 
 from .conftest import Workspace
 
@@ -157,7 +158,12 @@ def check_in_browser(html_file: Path, doc: dict, tmp: Path) -> dict[tuple[str, s
                 assert shown["data-value"] == "", (key, shown)  # no score is never a 0
         text = heat[key]["text"].strip()
         if p["status"] == "done" and p["value"] is not None:
-            assert text == f"{p['value']:.2f}"
+            assert text.split()[0] == f"{p['value']:.1f}", (key, text)
+            if p["interval"]:  # the interval is shown, and the score lies in it
+                assert float(heat[key]["data-low"]) <= p["value"] <= float(heat[key]["data-high"])
+                assert "±" in text or "[" in text, text
+            if p["limit"] is not None:
+                assert f"{p['samples']} of {p['rows_full']}" in text if p["rows_full"] else True
         else:
             assert text in ("n/a", p["status"]), (key, text)
     for key in set(heat) - set(pairs):
@@ -179,9 +185,15 @@ def check_in_browser(html_file: Path, doc: dict, tmp: Path) -> dict[tuple[str, s
 
 
 def static_checks(page: str) -> None:
-    """Self-contained: nothing to fetch, no script."""
+    """Self-contained: nothing to fetch, no script; images inlined, links only relative ones to
+    the run's own files."""
     assert "<script" not in page.lower()
-    assert not re.search(r"""(src|href)\s*=|@import|url\(""", page, re.I)
+    assert not re.search(r"""@import|url\(""", page, re.I)
+    for attr, target in re.findall(r'\b(src|href)\s*=\s*"([^"]*)"', page, re.I):
+        if attr.lower() == "src":
+            assert target.startswith("data:image/"), target
+        else:
+            assert not re.match(r"^[a-z]+:|^/|^//", target, re.I), target  # relative only
     assert set(re.findall(r"https?://[^\s\"'<>]+", page)) <= {"http://www.w3.org/2000/svg"}
 
 
@@ -261,11 +273,15 @@ def test_a_pair_without_a_score_is_marked_never_zero():
     p.feed(page)
     by_pair = {(r["model"], r["benchmark"]): r for r in doc["pairs"]}
     subs = {(s["model"], s["benchmark"], s["name"]): s["value"] for s in doc["subscores"]}
+    raw = {(s["model"], s["benchmark"], s["name"]): s["raw"] for s in doc["subscores"]}
+    # Sub-scores on the headline's scale: MMB's fractions x 100; POPE's percentages as they are.
+    assert subs[("m-good", "MMB", "Overall")] == 62.5 and subs[("m-good", "POPE", "F1")] == 81.25
     shown = {}
     for c in p.found:
         model, bench, tag = c["data-model"], c["data-benchmark"], c["tag"]
         if "data-subscore" in c:
-            assert float(c["data-value"]) == subs[(model, bench, c["data-subscore"])]
+            sub = subs[(model, bench, c["data-subscore"])]
+            assert float(c["data-value"]) == (sub if sub is not None else raw[(model, bench, c["data-subscore"])])
             continue
         shown.setdefault((model, bench, tag), c)  # the heatmap's cell comes first
         pair = by_pair.get((model, bench))
@@ -280,7 +296,7 @@ def test_a_pair_without_a_score_is_marked_never_zero():
     assert len([c for c in p.found if "data-subscore" in c]) == len(subs)
     # A real 0 is a score, shown as one; the failed pair beside it is not.
     assert by_pair[("m-zero", "MMB")]["value"] == 0.0
-    assert shown[("m-zero", "MMB", "td")]["text"] == "0.00"
+    assert shown[("m-zero", "MMB", "td")]["text"].split()[0] == "0.0"
     assert shown[(EVIL, "MMB", "td")]["text"] == "failed"
     assert shown[("m-good", "NoHead", "td")]["text"] == "n/a"
     # The error excerpt is cut, and its log is named.
@@ -289,7 +305,7 @@ def test_a_pair_without_a_score_is_marked_never_zero():
 
 
 def test_missing_pairs_of_a_merge_are_marked_and_the_limit_is_said():
-    rows = [row("a", "MMB", "done", 50.0), row("b", "POPE", "done", 40.0, run="r2")]
+    rows = [row("a", "MMB", "done", 50.0), row("b", "POPE", "done", 40.0, run="r2", limit=4)]
     doc, page = render(rows, [("r1", manifest("r1")), ("r2", manifest("r2", limit=4))])
     assert doc["limits"] == [4, 8] and doc["runs"] == ["r1", "r2"]
     assert 'id="limit-notice" data-limit="4, 8"' in page
@@ -297,7 +313,8 @@ def test_missing_pairs_of_a_merge_are_marked_and_the_limit_is_said():
     p.feed(page)
     heat = {(c["data-model"], c["data-benchmark"]): c for c in p.found if c["tag"] == "td"}
     assert heat[("a", "POPE")]["data-status"] == heat[("b", "MMB")]["data-status"] == "missing"
-    _, full = render(rows, [("r1", manifest("r1", limit=None))])
+    unlimited = [row("a", "MMB", "done", 50.0, limit=None), row("b", "POPE", "done", 40.0, limit=None)]
+    _, full = render(unlimited, [("r1", manifest("r1", limit=None))])
     assert "limit-notice" not in full and "none (full benchmarks)" in full
 
 
@@ -306,7 +323,7 @@ def test_same_rows_same_bytes_in_any_order():
     doc1, page1 = render(rows)
     doc2, page2 = render(list(reversed(rows)))
     assert page1 == page2 and results_json.dumps(doc1) == results_json.dumps(doc2)
-    assert doc1["schema"] == "spectravenv.results/1"
+    assert doc1["schema"] == "spectravenv.results/2"
     counts = doc1["summary"]["statuses"]
     assert sum(counts.values()) == len(rows) == doc1["summary"]["pairs"]
     assert [s["name"] for s in doc1["subscores"] if s["model"] == "m-good"] == [
@@ -360,7 +377,7 @@ def summary_csv(run: Path) -> dict[tuple[str, str], dict]:
 def check_run_outputs(out: Path, tmp: Path) -> dict:
     """results.json agrees with summary.csv, the page with results.json, in the browser."""
     doc = json.loads((out / "results.json").read_text())
-    assert doc["schema"] == "spectravenv.results/1"
+    assert doc["schema"] == "spectravenv.results/2"
     table = summary_csv(out)
     pairs = {(p["model"], p["benchmark"]): p for p in doc["pairs"]}
     assert set(pairs) == set(table)
@@ -403,11 +420,12 @@ def test_report_of_a_demo_run_in_the_browser(demo_ws, tmp_path):
     )
     for p in doc["pairs"]:
         # Sub-scores as VLMEvalKit wrote them, the headline among them x 100, the fingerprint.
-        subs = {s["name"]: s["value"] for s in doc["subscores"] if s["benchmark"] == p["benchmark"]}
-        assert p["value"] == pytest.approx(subs["Overall"] * 100, abs=1e-9)
+        subs = {s["name"]: s for s in doc["subscores"] if s["benchmark"] == p["benchmark"]}
+        assert p["value"] == pytest.approx(subs["Overall"]["raw"] * 100, abs=1e-9)
+        assert subs["Overall"]["value"] == pytest.approx(p["value"], abs=1e-9)  # on the headline's scale
         assert p["fingerprint"]["settings"]["limit"] == 8 and p["fingerprint_digest"]
     page = (run / "EVALUATION_REPORT.html").read_text()
-    assert "Sample limit: 8 per benchmark" in page and "exact_matching" in page
+    assert "Sample limit 8 per benchmark" in page and "exact_matching" in page and "8 of 24" in page
     rebuilt_same(demo_ws, str(run), out=run)
 
 
@@ -449,3 +467,68 @@ def test_report_of_failed_skipped_and_missing_pairs_in_the_browser(demo_ws, tmp_
     rebuilt_same(
         demo_ws, str(demo_ws.cwd / "outputs" / "ok"), str(bad), "-o", str(merged), out=merged
     )
+
+
+# ---- the sample viewer (rows made up here, a real browser) ------------------------------------
+
+
+def tiny_png(rgb: tuple[int, int, int], size: int = 4) -> bytes:
+    """An RGB PNG written with the standard library."""
+    raw = b"".join(b"\x00" + bytes(rgb) * size for _ in range(size))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    head = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def viewer_rows() -> list[Row]:
+    from spectravenv.results import samples
+
+    hits = [1, 0, 1, 1, 0, 1, 1, 1]
+    sset = samples.SampleSet("m-good/MMB/m-good_MMB_exact_matching_result.xlsx", "hit", [
+        samples.Sample(str(i), float(h), str(i), question=f"Q{i} <b>?</b>", prediction="A" if h else "C", answer="A")
+        for i, h in enumerate(hits)])  # fmt: skip
+    judged = samples.assess(sset, "Overall", 75.0)
+    return [row("m-good", "MMB", "done", 75.0, subscores={"Overall": 0.75}, interval=judged.interval,
+                sample_set=sset, rows_full=24, prediction_file="m-good/MMB/m-good_MMB.xlsx",
+                score_files=["m-good/MMB/m-good_MMB_acc.csv"])]  # fmt: skip
+
+
+def test_the_sample_viewer_in_a_real_browser(tmp_path):
+    import base64
+
+    doc = results_json.build(viewer_rows(), [("r1", manifest())], CATALOG)
+    [p] = doc["pairs"]
+    assert [e["index"] for e in p["examples"]][:2] == ["1", "4"]  # wrong answers first
+    tsv = tmp_path / "MMB.tsv"
+    red = base64.b64encode(tiny_png((220, 20, 20))).decode()
+    lines = ["index\tquestion\timage"] + [f"{i}\tQ{i}\t{red if i == 0 else '0'}" for i in range(8)]
+    tsv.write_text("\n".join(lines) + "\n")  # rows 1-7 share row 0's image, as VLMEvalKit's TSVs do
+    images = report_html.tsv_images(tsv, {e["index"] for e in p["examples"]})
+    assert set(images) == {str(i) for i in range(8)} and images["3"].startswith("data:image/png;base64,")
+    assets = report_html.Assets(links={("m-good", "MMB"): [("predictions", "m-good/MMB/m-good_MMB.xlsx")]},
+                                images={("MMB", i): uri for i, uri in images.items()})  # fmt: skip
+    page = report_html.render(doc, assets)
+    assert page == report_html.render(doc, assets)  # byte-stable
+    static_checks(page)
+    # Opened (the <details> open) in Chromium: the viewer's rows, their order and their images.
+    html_file = tmp_path / "viewer.html"
+    html_file.write_text(page.replace('<details class="viewer"', '<details open class="viewer"'))
+    dom = dom_of(html_file, tmp_path)
+    shown = re.findall(r'<tr class="(right|wrong)" data-index="(\d+)" data-score="([0-9.]+)">(.*?)</tr>', dom)
+    assert [(i, c) for c, i, _, _ in shown] == [("1", "wrong"), ("4", "wrong")] + [(str(i), "right") for i in (0, 2, 3, 5, 6, 7)]
+    assert all('src="data:image/png;base64,' in body and "&lt;b&gt;" in body for *_, body in shown)
+    assert '<a href="m-good/MMB/m-good_MMB.xlsx">predictions</a>' in dom
+    pixels = screenshot(html_file, tmp_path)
+    assert any(max(abs(a - b) for a, b in zip(px, (220, 20, 20), strict=True)) <= 3 for px in pixels)
+
+
+def test_the_legend_shows_only_statuses_that_occur_and_one_model_gets_one_chart():
+    _, page = render([row("a", "MMB", "done", 50.0), row("a", "POPE", "failed", error="x")])
+    legend = re.search(r'<p class="legend" id="legend">(.*?)</p>', page).group(1)
+    assert "failed" in legend and "skipped" not in legend and "pending" not in legend and "n/a" not in legend
+    assert page.count("<svg") == 1  # one chart over the benchmarks, not a chart per single bar
+    _, page2 = render([row("a", "MMB", "done", 50.0), row("b", "MMB", "done", 40.0)])
+    assert 'id="legend"' not in page2 and page2.count("<svg") == 1

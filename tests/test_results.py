@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from spectravenv.catalog import Benchmark
-from spectravenv.results import Row, headline, merge
+from spectravenv.catalog.entries import Benchmark
+from spectravenv.results.rows import Row, headline, merge
 
 
 def row(model: str, bench: str, status: str, run: str, value: float | None = None) -> Row:

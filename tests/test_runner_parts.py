@@ -1,12 +1,18 @@
-"""The runner's pure parts, imported on the host: events protocol, subset choice, fingerprints."""
+"""The runner's pure parts, imported on the host: events protocol, subset choice, fingerprints,
+the heartbeat, the circular-evaluation guard."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
+import pytest
 from svrunner import fingerprint, sampling
 from svrunner.protocol import KINDS, EventLog, EventReader, read_events
+
+from .conftest import REPO
 
 
 def test_every_event_kind_round_trips_and_a_torn_line_is_skipped(tmp_path):
@@ -71,3 +77,91 @@ def test_dataset_hashes_are_cached_by_size_and_mtime(tmp_path):
     tsv.write_text("index\tquestion\n1\tQ\n")
     os.utime(tsv, ns=(1, 1))
     assert fingerprint.dataset_sha256(str(tsv), str(cache)) != first
+
+
+# VLMEvalKit's circular evaluation of another run on this host, holding the host-wide guard.
+GUARD_HOLDER = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from svrunner.kit import circular_eval_guard
+with circular_eval_guard("MMBench_DEV_EN", lock_path=sys.argv[2]):
+    print("evaluating", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_the_circular_evaluation_guard_waits_a_bounded_time_with_a_clear_error(tmp_path):
+    from svrunner.kit import circular_eval_guard
+
+    lock = str(tmp_path / "circular.lock")
+    p = subprocess.Popen([sys.executable, "-c", GUARD_HOLDER, str(REPO / "runners"), lock],
+                         stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert p.stdout.readline().strip() == "evaluating"
+        with pytest.raises(TimeoutError) as e, circular_eval_guard("CCBench", timeout=1.0, lock_path=lock):
+            pass
+        assert "another VLMEvalKit circular evaluation on this host" in str(e.value)
+        assert "SPECTRAVENV_CIRCULAR_EVAL_TIMEOUT" in str(e.value) and lock in str(e.value)
+        with circular_eval_guard("DemoMCQ", timeout=0.0, lock_path=lock):  # not circular: no wait
+            pass
+    finally:
+        p.kill()
+        p.wait()
+    with circular_eval_guard("CCBench", timeout=5.0, lock_path=lock):  # free again
+        pass
+
+
+# A runner's phase in which the main thread is busy in code that emits nothing (here a Python
+# loop holding the GIL, as VLMEvalKit's own code would), then a phase that ends, then silence.
+BUSY = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from svrunner.heartbeat import Heartbeat
+from svrunner.protocol import EventLog, read_events
+log = EventLog(sys.argv[2], "m.w1", 0)
+beat = Heartbeat(lambda phase, detail: log.emit("alive", phase=phase, detail=detail), 0.05)
+def alive(phase):
+    return [e for e in read_events(sys.argv[2]) if e.get("phase") == phase]
+with beat.phase("evaluate", "MMBench"):
+    while len(alive("evaluate")) < 4:  # busy until the thread has spoken several times
+        sum(range(100000))
+    with beat.phase("lock", "waiting for dataset lock"):
+        while not alive("lock"):
+            sum(range(100000))
+log.emit("progress", benchmark="B", done=1, total=2)
+time.sleep(1.0)  # twenty heartbeat periods outside any phase
+print("done", flush=True)
+"""
+
+
+def test_the_heartbeat_speaks_while_the_main_thread_is_busy_and_only_in_its_phase(tmp_path):
+    events = tmp_path / "events.jsonl"
+    out = subprocess.run([sys.executable, "-c", BUSY, str(REPO / "runners"), str(events)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.stdout.strip() == "done", out.stderr
+    evs = read_events(events)
+    kinds = [e["event"] for e in evs]
+    last = kinds.index("progress")
+    assert "alive" not in kinds[last:]  # silent once no phase is open
+    alive = [e for e in evs if e["event"] == "alive"]
+    assert {e["phase"] for e in alive} == {"evaluate", "lock"}
+    assert next(e["detail"] for e in alive if e["phase"] == "lock") == "waiting for dataset lock"
+
+
+# The heartbeat thread writes while the main thread imports vlmeval: pandas and numpy are then in
+# sys.modules before their classes exist (Python puts a module there before running its code).
+HALF_IMPORTED = """
+import sys, types
+sys.path.insert(0, sys.argv[1])
+from svrunner.protocol import EventLog
+sys.modules["pandas"], sys.modules["numpy"] = types.ModuleType("pandas"), types.ModuleType("numpy")
+EventLog(sys.argv[2], "m.w1", 0).emit("alive", phase="import", detail="import vlmeval")
+"""
+
+
+def test_an_event_is_written_while_pandas_is_half_imported(tmp_path):
+    events = tmp_path / "events.jsonl"
+    out = subprocess.run([sys.executable, "-c", HALF_IMPORTED, str(REPO / "runners"), str(events)],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert [e["phase"] for e in read_events(events)] == ["import"]

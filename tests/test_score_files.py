@@ -18,10 +18,12 @@ from pathlib import Path
 import pytest
 from svrunner import kit
 
-from spectravenv import catalog, envs, procs
-from spectravenv import scores as score_files
+from spectravenv import procs
+from spectravenv.catalog import loader
+from spectravenv.envs import venv as envs
 from spectravenv.paths import Paths
-from spectravenv.results import headline
+from spectravenv.results import scores as score_files
+from spectravenv.results.rows import headline
 
 from .conftest import DATA, REPO, heavy_env, spectravenv_exe
 
@@ -68,6 +70,18 @@ def mmbench() -> dict:
     preds[4 + 1_000_000] = "A"  # question 4, second rotation: wrong
     preds[1] = "The answer is A."  # matched by VLMEvalKit's option extraction, still right
     return dict(rows=rows, predictions=preds)
+
+
+def visonlyqa() -> dict:
+    """VisOnlyQA-VLMEvalKit: plain MCQ scored by ImageMCQDataset's evaluate (report_acc), whose
+    _acc.csv holds fractions like every MCQ set's: 3 of 4 right is 0.75, a headline of 75."""
+    rows = [
+        dict(index=i, question=f"Which line is longer, {i}?", A="the red one", B="the blue one",
+             answer=answer, category=cat)
+        for i, (answer, cat) in enumerate([("A", "geometry"), ("B", "geometry"), ("A", "chart"), ("B", "chart")],
+                                          start=1)
+    ]  # fmt: skip
+    return dict(rows=rows, predictions={1: "A", 2: "B", 3: "A", 4: "A"})
 
 
 def mmmu() -> dict:
@@ -210,6 +224,7 @@ def ocrbench() -> dict:
 SPECS = {
     "MMBench_DEV_EN": mmbench,
     "MMMU_DEV_VAL": mmmu,
+    "VisOnlyQA-VLMEvalKit": visonlyqa,
     "TextVQA_VAL": textvqa,
     "DocVQA_VAL": docvqa,
     "ChartQA_TEST": chartqa,
@@ -240,6 +255,8 @@ EXPECTED = {
             "dev/Art": 0.0,
         },
     ),
+    # The hand-written catalog had scale 1 here: a headline of 0.75 for 75% right.
+    "VisOnlyQA-VLMEvalKit": ("_acc.csv", 75.0, {"Overall": 0.75, "geometry": 1.0, "chart": 0.5}),
     "TextVQA_VAL": ("_acc.csv", 78.0, {"Overall": 78.0}),
     "DocVQA_VAL": ("_acc.csv", 68.75, {"Overall": 68.75, "val": 68.75}),
     "ChartQA_TEST": (
@@ -317,7 +334,7 @@ def made(heavy_home: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     env.update(HF_HUB_OFFLINE="1", LITELLM_LOCAL_MODEL_COST_MAP="True")
     # an empty cwd and config dir: the benchmarks are the shipped catalog's, no user file's
     paths = Paths.from_env(env, cwd=out)
-    cat = catalog.load(paths)
+    cat = loader.load(paths)
     assert cat.sources == ()
     proc = procs.run(
         [*spectravenv_exe(), "sync", ENV, "--no-addons"], env=env, cwd=out, timeout=3000
@@ -367,3 +384,38 @@ def test_score_file_headline_and_subscores(made, name):
         f"expected {expected_headline} (sub-scores {scores})"
     )
     assert 0 <= value <= 100
+
+
+# Which kinds of dataset leave per-sample results that reproduce their headline (so the report
+# can give an interval), read from the same real files: benchmark -> (column the scores come
+# from, scored rows, interval given). DocVQA's ANLS thresholds each sample's score, POPE's F1 is
+# not a mean over samples, and OCRBench writes no per-sample file: those say why instead.
+PER_SAMPLE = {
+    "MMBench_DEV_EN": ("hit", 4, True),  # one row per circular question group
+    "MMMU_DEV_VAL": ("hit", 6, True),  # the headline averages the 4 validation rows
+    "TextVQA_VAL": ("eval_score", 5, True),
+    "DocVQA_VAL": ("eval_score", 4, False),
+    "ChartQA_TEST": ("eval_score", 4, True),
+    "POPE": ("extracted", 5, False),
+    "HallusionBench": ("extracted", 4, True),
+    "OCRBench": (None, 0, False),
+}
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_per_sample_results_and_the_interval_they_give(made, name):
+    from spectravenv.results import samples
+
+    entry = made["manifest"][name]
+    assert "error" not in entry, entry.get("error")
+    column, rows, has_interval = PER_SAMPLE[name]
+    sset = samples.read([Path(p) for p in entry["written"]])
+    assert (sset.column if sset else None) == column
+    assert (len(sset.samples) if sset else 0) == rows
+    bench = made["catalog"].benchmarks[name]
+    judged = samples.assess(sset, bench.headline, EXPECTED[name][1])
+    assert (judged.interval is not None) == has_interval, judged.note
+    if judged.interval:
+        assert judged.interval.low <= EXPECTED[name][1] <= judged.interval.high
+    else:
+        assert judged.note  # says why, never a made-up interval

@@ -7,9 +7,9 @@ import json
 
 import openpyxl
 
-from spectravenv import scores
-from spectravenv.catalog import Benchmark
-from spectravenv.results import headline
+from spectravenv.catalog.entries import Benchmark
+from spectravenv.results import scores
+from spectravenv.results.rows import headline
 
 MCQ = Benchmark("B", kind="MCQ", metric="acc", headline="Overall", scale=100)
 
@@ -59,3 +59,20 @@ def test_xlsx_tsv_and_json_shapes(tmp_path):
     assert scores.read([tmp_path / "m_D_score.json"]).scores == {"Final Score": 3.0, "nested/a": 1.5}
     (tmp_path / "m_E_score.json").write_text("[1, 2]")
     assert "not an object of scores" in scores.read([tmp_path / "m_E_score.json"]).problems[0]
+
+
+def test_sub_score_tags_of_similar_stems_never_collide(tmp_path):
+    """`_metrics` and `_detailed_metrics` (and `_acc` / `_acc_all`) are different files: when
+    they disagree on a name, both values are kept, each under its own file's stem."""
+    a, b = tmp_path / "m_B_metrics.json", tmp_path / "m_B_detailed_metrics.json"
+    a.write_text(json.dumps({"Overall": 0.5}))
+    b.write_text(json.dumps({"Overall": 0.9}))
+    table = scores.read([a, b])
+    assert table.ambiguous == {"Overall"}
+    assert table.scores == {"metrics:Overall": 0.5, "detailed_metrics:Overall": 0.9}
+    c, d = tmp_path / "m_B_acc.csv", tmp_path / "m_B_acc_all.csv"
+    c.write_text("Overall\n0.25\n")
+    d.write_text("Overall\n0.75\n")
+    assert scores.read([c, d]).scores == {"acc:Overall": 0.25, "acc_all:Overall": 0.75}
+    # A stem the runner does not know as a score stem is still told apart by its whole stem.
+    assert scores.file_tag(tmp_path / "odd.csv") == "odd"

@@ -202,3 +202,54 @@ def test_two_slurm_workers_share_one_benchmark_and_never_run_the_same_unit(demo_
         summary(run)[("claim-demo", "DemoMCQ")]["value"]
         == summary(demo_ws.cwd / "outputs" / "one")[("claim-demo", "DemoMCQ")]["value"]
     )
+
+
+def test_a_worker_cancelled_mid_unit_loses_only_that_unit_to_another_worker(demo_ws):
+    """scancel of one of two workers while it infers a unit: the dispatcher releases its claim
+    as soon as Slurm says the job ended (no waiting for a time limit), the model has a retry
+    left, and the unit is finished by another worker of the same run; the predictions equal a
+    single local process's."""
+    # 5 s a sample estimated: DemoMCQ --limit 8 is two units of four rows; a row takes 1 s.
+    (demo_ws.cwd / "spectravenv.toml").write_text(
+        '[models.claim-demo]\nenv = "tf437"\nbuiltin = "demo-tiny-llava"\ncpu = true\n'
+        "seconds_per_sample = 5\nload_seconds = 1\nkwargs = { sleep = 1.0 }\n"
+    )
+    eval_ok(demo_ws, "claim-demo", "DemoMCQ", "--limit", "8", "--run-name", "one")
+    p = demo_ws.popen("eval", "claim-demo", "DemoMCQ", "--limit", "8", "--run-name", "sc", "--max-gpus", "2",
+                      "--retries", "1", *SLURM)  # fmt: skip
+    run = demo_ws.cwd / "outputs" / "sc"
+
+    def mid_unit() -> dict | None:
+        """A worker's first progress inside a unit, with rows of it still to do."""
+        return next((e for e in kinds(events(run, "claim-demo"), "progress") if e["done"] < e["total"]), None)
+
+    wait_for(mid_unit, what="a worker inside a unit", timeout=300)
+    victim = mid_unit()["worker"]
+    job_id = json.loads((run / "run.json").read_text())["slurm_jobs"][victim]
+    slurm("scancel", job_id)
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err
+    assert f"Slurm job {job_id} CANCELLED" in err and "retry   claim-demo (1/1)" in err
+    evs = events(run, "claim-demo")
+    mine = [e for e in evs if e["worker"] == victim]
+    lost = {e["unit"] for e in kinds(mine, "unit_started")} - {e["unit"] for e in kinds(mine, "unit_done")}
+    assert lost, "the cancelled worker held no unit"
+    for unit in lost:
+        assert {e["worker"] for e in kinds(evs, "unit_done") if e["unit"] == unit} - {victim}, unit
+    sheet = "claim-demo/DemoMCQ/claim-demo_DemoMCQ.xlsx"
+    one = openpyxl.load_workbook(demo_ws.cwd / "outputs" / "one" / sheet).active.values
+    assert list(openpyxl.load_workbook(run / sheet).active.values) == list(one)
+
+
+def test_a_worker_that_does_not_load_in_time_is_cancelled_by_the_watchdog(demo_ws):
+    """The local watchdog's rules hold on Slurm, from the job's first event (the time in the
+    queue aside): here a load limit below `import vlmeval`'s time."""
+    (demo_ws.cwd / "spectravenv.toml").write_text(USER_MODELS)
+    demo_ws.env["SPECTRAVENV_LOAD_LIMIT"] = "1"
+    proc = demo_ws.run("eval", "slow-demo", "DemoMCQ", "--limit", "2", "--run-name", "wd", *SLURM, timeout=600)
+    assert proc.returncode == 1, proc.stderr
+    assert "its model was not loaded after 1s (the load limit" in proc.stderr and "(scancel " in proc.stderr
+    run = demo_ws.cwd / "outputs" / "wd"
+    row = summary(run)[("slow-demo", "DemoMCQ")]
+    assert row["status"] == "failed" and "the load limit" in row["error"]
+    assert not kinds(events(run, "slow-demo"), "model_loaded")

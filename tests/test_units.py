@@ -19,6 +19,7 @@ import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from svrunner import units
 folder, me, shards = sys.argv[2], sys.argv[3], int(sys.argv[4])
+units.record_prepared(folder, "m", "B", shards, "d1", {})
 got = []
 for k in range(shards):
     u = units.Unit("m", "B", shards, k)
@@ -27,7 +28,7 @@ for k in range(shards):
         continue
     got.append(k)
     time.sleep(0.002)  # the window in which a second claimer would slip in
-    units.mark_done(folder, u, {"by": me}, lock)
+    units.mark_done(folder, u, "d1", {"by": me}, lock)
 print(json.dumps(got))
 """
 
@@ -65,8 +66,9 @@ time.sleep(600)
 
 def test_a_unit_held_by_a_dead_worker_opens_again_and_nothing_done_is_lost(tmp_path):
     folder = str(tmp_path / "units")
+    units.record_prepared(folder, "m", "B", 4, "d1", {})
     done = units.claim(folder, units.Unit("m", "B", 4, 0), "w1")
-    units.mark_done(folder, units.Unit("m", "B", 4, 0), {}, done)
+    units.mark_done(folder, units.Unit("m", "B", 4, 0), "d1", {}, done)
     p = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(REPO / "runners"), folder],
         stdout=subprocess.PIPE,
@@ -85,11 +87,12 @@ def test_a_unit_held_by_a_dead_worker_opens_again_and_nothing_done_is_lost(tmp_p
 
 
 def test_claims_of_a_worker_on_another_host_go_when_its_job_ended(tmp_path):
-    """A claim from another node cannot be checked by pid: the dispatcher releases it when
-    Slurm says that worker's job ended (and never a unit it had finished)."""
+    """A claim from another node cannot be checked by pid: while its lease is renewed it holds,
+    and the dispatcher releases it when Slurm says that worker's job ended."""
     folder = str(tmp_path / "units")
+    units.record_prepared(folder, "m", "B", 3, "d1", {})
     lock = units.claim(folder, units.Unit("m", "B", 3, 0), "m.w1")
-    units.mark_done(folder, units.Unit("m", "B", 3, 0), {}, lock)
+    units.mark_done(folder, units.Unit("m", "B", 3, 0), "d1", {}, lock)
     for k, owner in ((1, "m.w1"), (2, "m.w2")):
         path = units.claim(folder, units.Unit("m", "B", 3, k), owner).path
         with open(path) as fh:
@@ -113,3 +116,72 @@ def test_a_failed_pair_stops_claims_until_a_retry_opens_it(tmp_path):
     assert units.state(folder, "m", "B", 2).open_units == 0
     units.reset_failed(folder, "m", "B", 2)
     assert units.state(folder, "m", "B", 2).open_units == 2
+
+
+def test_units_done_under_another_fingerprint_are_open_again(tmp_path):
+    """A pair prepared again under a new fingerprint (its old predictions moved aside): the units
+    done before count as open, for the host's view and for a worker's claim alike."""
+    folder = str(tmp_path / "units")
+    units.record_prepared(folder, "m", "B", 3, "old", {})
+    for k in (0, 1):
+        u = units.Unit("m", "B", 3, k)
+        units.mark_done(folder, u, "old", {}, units.claim(folder, u, "w1"))
+    assert (units.state(folder, "m", "B", 3).done, units.divisions(folder, "m", "B")) == (2, {3: 2})
+    assert units.claim(folder, units.Unit("m", "B", 3, 0), "w2") is None
+
+    units.record_prepared(folder, "m", "B", 3, "new", {})
+    st = units.state(folder, "m", "B", 3)
+    assert (st.done, st.open_units, st.needs_eval) == (0, 3, False)
+    assert units.divisions(folder, "m", "B") == {3: 0}
+    again = units.claim(folder, units.Unit("m", "B", 3, 0), "w2")
+    assert again is not None
+    units.mark_done(folder, units.Unit("m", "B", 3, 0), "new", {}, again)
+    assert units.state(folder, "m", "B", 3).done == 1
+
+    # The same for the evaluation: done under the old fingerprint is not done.
+    units.record_prepared(folder, "m", "B", 1, "old", {})
+    ev = units.Unit("m", "B", 1, None)
+    units.mark_done(folder, ev, "old", {}, units.claim(folder, ev, "w1"))
+    assert units.state(folder, "m", "B", 1).evaluated
+    units.record_prepared(folder, "m", "B", 1, "new", {})
+    assert not units.state(folder, "m", "B", 1).evaluated
+
+
+# A worker's loop (svrunner.runner.Worker.work) whose unit holds the dataset lock while it works;
+# the unit's body stands in for VLMEvalKit's inference, which the host's Python lacks.
+SIGTERMED = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from svrunner import lmudata, shutdown
+from svrunner.locking import FileLock
+from svrunner.protocol import EventLog
+from svrunner.runner import Worker
+shutdown.stop_on_sigterm()
+root = sys.argv[2]
+job = {"model": {"name": "m"}, "work_dir": root, "units_dir": root + "/units", "job_id": "m.w1",
+       "data_root": root + "/LMUData", "benchmarks": [{"name": "B", "shards": 2}]}
+worker = Worker(job, EventLog(root + "/events.jsonl", "m.w1", 0), 30.0)
+
+def unit(bench, unit, lock):
+    with worker.holding(FileLock(lmudata.dataset_lock(job["data_root"], "B"), "preparing B"), 10):
+        print("working", flush=True)
+        time.sleep(600)
+
+worker.infer_unit = unit
+try:
+    worker.work()
+except shutdown.Terminated:
+    sys.exit(shutdown.EXIT_CODE)
+"""
+
+
+def test_sigterm_releases_the_claim_and_the_locks_a_worker_holds(tmp_path):
+    p = subprocess.Popen([sys.executable, "-c", SIGTERMED, str(REPO / "runners"), str(tmp_path)],
+                         stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert p.stdout.readline().strip() == "working"
+    claim = tmp_path / "units" / "m" / "B" / "n2" / "0.claim"
+    lock = tmp_path / "LMUData" / ".spectravenv" / "locks" / "B.lock"
+    assert claim.exists() and lock.exists()
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=60) == 143
+    assert not claim.exists() and not lock.exists()  # released on the way out, not left to a lease

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from spectravenv import locks
+from spectravenv.envs import locks
+from spectravenv.envs.pythons import find_python
+from spectravenv.envs.uv import uv_cmd
 from spectravenv.paths import Paths
-from spectravenv.pythons import find_python
-from spectravenv.uvtool import uv_cmd
 
 from .conftest import REPO, SHARED_CACHE, Workspace, base_env, spectravenv_exe
 from .test_envs import one_line_error

@@ -1,8 +1,9 @@
-"""The one atomic-write helper (host and runner), and file hashing."""
+"""The one atomic-write helper (host and runner), its JSON form, and file hashing."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 
@@ -29,6 +30,22 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, mode: int =
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_json(path: str | os.PathLike[str], data: object) -> None:
+    """`data` as indented JSON with sorted keys (stable bytes for the same data), atomically."""
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> dict | None:
+    """A JSON object from a file; None when it is missing, unreadable or not an object (a file
+    another process is about to write counts as not there yet)."""
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

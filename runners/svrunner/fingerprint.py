@@ -1,8 +1,11 @@
 """What makes an earlier prediction reusable for a (model, benchmark): its fingerprint.
 
-A pair's fingerprint joins the run's settings (limit, seed, judge), the env (its key hashes the
+A pair's fingerprint joins the run's settings (limit, seed), the env (its key hashes the
 lock, Python and recipe), the model (source and kwargs as the job file has them: secrets sealed),
-the checkpoint's identity and the dataset file's sha256. The runner reuses saved predictions
+the checkpoint's identity, the dataset file's sha256 and the pair's judge (name, version,
+endpoint host and settings; None where the benchmark's scoring calls no judge). A new judge
+re-scores the same predictions: the runner keeps them (svrunner.judging), only the evaluation
+is done again. The runner reuses saved predictions
 only under an equal fingerprint, and the dispatcher counts a finished pair as done only while
 its recorded fingerprint still matches. A part that cannot be known (a hub checkpoint not yet
 downloaded) is None and is not compared.
@@ -15,15 +18,27 @@ import json
 import os
 from typing import Any
 
-PARTS = ("settings", "env", "model", "checkpoint", "dataset")
+PARTS = ("settings", "env", "model", "checkpoint", "dataset", "judge")
 
 
 def digest(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def upgraded(parts: dict[str, Any]) -> dict[str, Any]:
+    """A fingerprint recorded before the judge was a part of its own (the run-wide --judge was in
+    `settings`), in today's shape, so a finished pair is not redone for the move alone."""
+    settings = parts.get("settings")
+    if not isinstance(settings, dict) or "judge" not in settings:
+        return parts
+    judge = settings["judge"]
+    rest = {k: v for k, v in settings.items() if k != "judge"}
+    return {**parts, "settings": rest, "judge": parts.get("judge") or ({"model": judge} if judge else None)}
+
+
 def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """The parts that differ; unknown (None) parts on either side are not counted."""
+    old, new = upgraded(old), upgraded(new)
     out = []
     for part in PARTS:
         a, b = old.get(part), new.get(part)

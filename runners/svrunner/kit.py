@@ -7,6 +7,7 @@ exactly as run.py calls them (same judge kwargs), so predictions and score files
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
@@ -17,6 +18,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
+
+from . import demo
 
 # The marker VLMEvalKit uses for failed answers (vlmeval.inference.FAIL_MSG); predictions
 # containing it are retried on the next run, by VLMEvalKit and here.
@@ -249,8 +252,6 @@ def model_factory(spec: dict[str, Any], assets_dir: str) -> tuple[Callable[[], A
         if cls is None:
             raise KeyError(f"class {cls_name!r} is in neither vlmeval.vlm nor vlmeval.api")
         return functools.partial(cls, **kwargs), f"vlmeval class {cls_name}", kwargs
-    from . import demo
-
     cls = demo.builtin_model_class(spec["builtin"])
     kwargs.setdefault("assets_dir", assets_dir)
     return functools.partial(cls, **kwargs), f"builtin {spec['builtin']}", kwargs
@@ -272,40 +273,91 @@ def build_model(factory: Callable[[], Any], name: str) -> Any:
             os.environ["WORLD_SIZE"] = ws
 
 
+CIRCULAR_TIMEOUT_VAR = "SPECTRAVENV_CIRCULAR_EVAL_TIMEOUT"
+CIRCULAR_LOCK = "/tmp/.spectravenv-vlmeval-circular-eval.lock"
+
+
 class circular_eval_guard:
     """Serialise VLMEvalKit's circular MCQ evaluation on this host and clean up after it.
 
     `mcq_circular_eval` (MMBench, CCBench, names with "circular"/"mmcr") round-trips its table
     through `/tmp/{timestr()}.xlsx`: a name with one-second resolution, fixed to /tmp, never
     deleted. Two evaluations in the same second would overwrite each other's file. Hold a
-    host-wide lock, leave it only after the clock has moved to the next second, and delete the
-    files that appeared meanwhile.
+    host-wide lock (waiting at most SPECTRAVENV_CIRCULAR_EVAL_TIMEOUT seconds, default 7200, then
+    a clear error), leave it only after the clock has moved to the next second, and delete the
+    files this evaluation made: the names VLMEvalKit's `timestr()` gave it meanwhile (recorded
+    while the guard is held), and of those only files of this user made since the guard began.
+    Other users' and other programs' files in /tmp are never touched.
     """
 
     MARKERS = ("mmbench", "ccbench", "circular", "mmcr")
-    TMP_NAME = re.compile(r"^\d{14}\.(xlsx|tsv|json)$")
+    EXTENSIONS = ("xlsx", "tsv", "json", "pkl", "csv")
 
-    def __init__(self, dataset_name: str) -> None:
+    def __init__(self, dataset_name: str, timeout: float | None = None, lock_path: str = CIRCULAR_LOCK) -> None:
         self.active = any(m in dataset_name.lower() for m in self.MARKERS)
+        self.timeout = _circular_timeout() if timeout is None else timeout
+        self.lock_path = lock_path
         self.fd = -1
-        self.before: set[str] = set()
-
-    def _tmp_files(self) -> set[str]:
-        try:
-            return {f for f in os.listdir("/tmp") if self.TMP_NAME.match(f)}
-        except OSError:
-            return set()
+        self.started = 0.0
+        self.names: list[str] = []  # what timestr() returned while the guard was held
+        self.restore: list[tuple[Any, Any]] = []
 
     def __enter__(self) -> circular_eval_guard:
         if self.active:
-            import fcntl
-
-            self.fd = os.open(
-                "/tmp/.spectravenv-vlmeval-circular-eval.lock", os.O_RDWR | os.O_CREAT, 0o666
-            )
-            fcntl.flock(self.fd, fcntl.LOCK_EX)  # host-local /tmp: a kernel lock is right here
-            self.before = self._tmp_files()
+            self._lock()
+            self.started = time.time()
+            self._record_timestr()
         return self
+
+    def _lock(self) -> None:
+        import fcntl
+
+        # O_RDONLY: flock needs no write access, so another user's lock file works as well.
+        self.fd = os.open(self.lock_path, os.O_RDONLY | os.O_CREAT, 0o666)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # host-local /tmp: a kernel lock
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(self.fd)
+                    raise TimeoutError(
+                        f"waited {self.timeout:.0f} s for another VLMEvalKit circular evaluation on this host "
+                        f"(it holds {self.lock_path}; `fuser {self.lock_path}` names it): wait for it and "
+                        f"resume, or allow a longer wait with {CIRCULAR_TIMEOUT_VAR}"
+                    ) from None
+                time.sleep(0.5)
+
+    def _record_timestr(self) -> None:
+        """Wrap `timestr` wherever VLMEvalKit's modules imported it, recording what it returns."""
+        for module in [m for name, m in list(sys.modules.items()) if name.startswith("vlmeval")]:
+            original = getattr(module, "timestr", None)
+            if not callable(original) or getattr(original, "_spectravenv_recorded", False):
+                continue
+
+            def recorded(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+                name = _original(*args, **kwargs)
+                self.names.append(str(name))
+                return name
+
+            recorded._spectravenv_recorded = True  # type: ignore[attr-defined]
+            self.restore.append((module, original))
+            module.timestr = recorded
+
+    def _ours(self) -> list[str]:
+        """The /tmp files this evaluation made: its timestr() names, this user, made since."""
+        out = []
+        for name in set(self.names):
+            for ext in self.EXTENSIONS:
+                path = os.path.join("/tmp", f"{name}.{ext}")
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if st.st_uid == os.getuid() and st.st_mtime >= self.started - 1:  # mtimes are coarse
+                    out.append(path)
+        return out
 
     def __exit__(self, *exc: Any) -> None:
         if not self.active:
@@ -313,15 +365,22 @@ class circular_eval_guard:
         import fcntl
 
         try:
-            for f in self._tmp_files() - self.before:
-                try:
-                    os.remove(os.path.join("/tmp", f))
-                except OSError:
-                    pass
+            for module, original in self.restore:
+                module.timestr = original
+            for path in self._ours():
+                with contextlib.suppress(OSError):
+                    os.remove(path)
             time.sleep(1.05 - (time.time() % 1.0))  # next holder gets another timestr()
         finally:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
+
+
+def _circular_timeout() -> float:
+    try:
+        return float(os.environ.get(CIRCULAR_TIMEOUT_VAR, "") or 7200)
+    except ValueError:
+        return 7200.0
 
 
 def snapshot(folder: str) -> dict[str, int]:

@@ -4,7 +4,8 @@
 
 One process, one model (on one GPU, several with device_map="auto", or the CPU), as many units of
 it as it can claim. Exit codes: 0 nothing failed here, 1 some benchmark failed, 2 a job-level
-failure. The exit code alone is never trusted by the dispatcher: the events say what happened.
+failure, 143 stopped by SIGTERM and 130 by SIGINT (after releasing its claims and locks). The
+exit code alone is never trusted by the dispatcher: the events say what happened.
 """
 
 from __future__ import annotations
@@ -16,14 +17,18 @@ import sys
 import time
 from typing import Any
 
-from . import redact
+from . import heartbeat, redact, shutdown
 from .errors import failure_info
+from .fingerprint import checkpoint_identity
 from .kit import (
     Kit,
     build_model,
+    compat_notes,
     cuda_facts,
     log,
     model_factory,
+    plain_parse_response,
+    sdpa_for_flash_attention,
     seconds_since_process_start,
     versions,
 )
@@ -86,6 +91,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         sys.stderr.write("usage: vlmeval_runner.py JOB_JSON\n")
         return 2
+    shutdown.stop_on_sigterm()
     redactor = redact.from_environment()
     try:
         job = load_job(argv[1])
@@ -93,9 +99,21 @@ def main(argv: list[str]) -> int:
         log(f"bad job file: {redactor.text(str(exc))}")
         _report_bad_job(argv[1], exc, 0, redactor)
         return 2
-
     events = EventLog(job["events"], job["job_id"], 0, redactor)
-    worker = Worker(job, events)
+    worker = Worker(job, events, heartbeat.interval())
+    try:
+        return run(job, worker, redactor)
+    except (shutdown.Terminated, KeyboardInterrupt) as exc:
+        # Every `finally` on the way here released what it held: claims, locks.
+        code = shutdown.EXIT_CODE if isinstance(exc, shutdown.Terminated) else 130
+        log(f"{exc or 'interrupted by SIGINT'}: its claims and locks are released")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Not sys.exit: threads of an API model's pool would keep the process until their calls end.
+        os._exit(code)
+
+
+def run(job: dict[str, Any], worker: Worker, redactor: redact.Redactor) -> int:
     try:
         prepare_environment(job)
         import torch
@@ -107,39 +125,24 @@ def main(argv: list[str]) -> int:
     except Exception as exc:
         worker.emit("job_failed", stage="setup", **failure_info(exc))
         return 2
-
     t0 = time.time()
-    timing: dict[str, Any] = {}
     try:
-        worker.kit = Kit()
-        timing["import_seconds"] = round(time.time() - t0, 3)
+        with worker.heartbeat.phase("import", "import vlmeval"):
+            worker.kit = Kit()
     except Exception as exc:
         log(f"vlmeval could not be imported: {redactor.text(str(exc))}")
         worker.emit("job_failed", stage="import", **failure_info(exc))
         return 2
-
+    timing: dict[str, Any] = {"import_seconds": round(time.time() - t0, 3)}
     try:
-        from .fingerprint import checkpoint_identity
-        from .kit import compat_notes, plain_parse_response, sdpa_for_flash_attention
-
-        factory, source, kwargs = model_factory(job["model"], job["assets_dir"])
-        swapped = sdpa_for_flash_attention()
-        parsed = plain_parse_response()
-        t1 = time.time()
-        worker.model = build_model(factory, worker.model_name)
-        timing.update(build_seconds=round(time.time() - t1, 3), source=source)
-        if swapped:
-            timing["attention"] = compat_notes(swapped, [])
-        # The checkpoint it really loaded (after a first download the hub revision is known).
-        path = getattr(worker.model, "model_path", None) or kwargs.get("model_path")
-        worker.checkpoint = checkpoint_identity(path if isinstance(path, str) else None, os.environ.get("HF_HOME"))
+        with worker.heartbeat.phase("model", worker.model_name):
+            parsed = load_model(job, worker, timing)
     except Exception as exc:
         log(f"model could not be built: {redactor.text(str(exc))}")
         worker.emit("job_failed", stage="model", **failure_info(exc))
         return 2
     worker.emit("model_loaded", seconds=round(time.time() - t0, 3), model=worker.model_name,
                 model_class=type(worker.model).__name__, **timing)  # fmt: skip
-
     failed = worker.work()
     # The job's one duration: from job_started to job_done, as the report and the summary log
     # compute it from these two events.
@@ -148,3 +151,19 @@ def main(argv: list[str]) -> int:
     extra = {"compat": compat_notes([], parsed)} if parsed else {}
     worker.emit("job_done", at=end, ok=not failed, failed=failed, seconds=round(end - t_job, 3), **extra)
     return 1 if failed else 0
+
+
+def load_model(job: dict[str, Any], worker: Worker, timing: dict[str, Any]) -> list[str]:
+    """Build the model into the worker; returns the list that records parse_response fixes."""
+    factory, source, kwargs = model_factory(job["model"], job["assets_dir"])
+    swapped = sdpa_for_flash_attention()
+    parsed = plain_parse_response()
+    t1 = time.time()
+    worker.model = build_model(factory, worker.model_name)
+    timing.update(build_seconds=round(time.time() - t1, 3), source=source)
+    if swapped:
+        timing["attention"] = compat_notes(swapped, [])
+    # The checkpoint it really loaded (after a first download the hub revision is known).
+    path = getattr(worker.model, "model_path", None) or kwargs.get("model_path")
+    worker.checkpoint = checkpoint_identity(path if isinstance(path, str) else None, os.environ.get("HF_HOME"))
+    return parsed

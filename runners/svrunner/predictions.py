@@ -7,6 +7,16 @@ prediction file, VLMEvalKit's `_PREV.pkl`, the units' files (`.spectravenv_units
 sharding: a run resumed with other unit sizes still reuses them) and rank pickles. The pair's fingerprint is
 kept in `.spectravenv_pair.json`; when it differs from the current one, everything in the folder
 moves to `.superseded/<n>/` (kept, never deleted) and the pair starts afresh.
+
+A file VLMEvalKit writes in place (the prediction file, `_PREV.pkl`, an API model's
+`_checkpoint.pkl`, a unit's file) is torn when a kill lands in the middle of the write, and
+VLMEvalKit would then fail loading it on every retry. Such a file is moved to `.broken/` (kept,
+and the log says where), its answers come from the other sources (the archive and the units'
+files usually hold them all), and the rows found nowhere are inferred again.
+
+A prediction that is VLMEvalKit's failure message (an API call that failed after its retries, a
+generate that raised) is never an answer: it is never reused, and a unit or pair holding one
+fails, so that `--resume` asks those rows again.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import math
 import os
 import pickle
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import fingerprint
@@ -26,6 +37,7 @@ ARCHIVE = ".spectravenv_predictions.pkl"
 UNITS = ".spectravenv_units"  # each unit's own predictions (infer_data's out_file)
 PAIR_STATE = ".spectravenv_pair.json"
 SUPERSEDED = ".superseded"
+BROKEN = ".broken"  # unreadable files (torn by a kill mid-write), kept for inspection
 
 
 def check_fingerprint(pair_dir: str, parts: dict[str, Any]) -> tuple[list[str], str | None]:
@@ -73,33 +85,54 @@ def _load_archive(path: str) -> dict[str, Any]:
         return pickle.load(fh)
 
 
+def set_aside(pair_dir: str, path: str, exc: BaseException) -> str:
+    """Move an unreadable file to `<pair>/.broken/`, never deleting it; returns where it went."""
+    folder = os.path.join(pair_dir, BROKEN)
+    os.makedirs(folder, exist_ok=True)
+    n = 1 + sum(1 for f in os.listdir(folder) if f.startswith(os.path.basename(path) + "."))
+    dest = os.path.join(folder, f"{os.path.basename(path)}.{n}")
+    os.replace(path, dest)
+    log(f"{os.path.basename(path)} is unreadable ({type(exc).__name__}: {str(exc)[:200]}), torn by a kill "
+        f"mid-write?: moved to {os.path.relpath(dest, pair_dir)}; its answers are taken from the other "
+        "saved predictions, and rows found nowhere are asked again")  # fmt: skip
+    return dest
+
+
+def load_or_set_aside(kit: Kit, pair_dir: str, path: str) -> Any | None:
+    """The file's content, or None when it does not exist or was unreadable (and set aside)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        return kit.load(path)
+    except Exception as exc:  # BadZipFile, UnpicklingError, EOFError, ...: whatever a torn file gives
+        set_aside(pair_dir, path, exc)
+        return None
+
+
+def _as_mapping(data: Any) -> dict[Any, Any]:
+    """{index: prediction} of a prediction table or of a pickle that already is one."""
+    if isinstance(data, dict):
+        return data
+    if data is not None and "prediction" in data and "index" in data:
+        return dict(zip(data["index"], data["prediction"]))
+    return {}
+
+
 def reusable(kit: Kit, pair_dir: str, model: str, dname: str) -> dict[str, Any]:
     """Union of every earlier good prediction for this pair, keyed by str(index)."""
     union: dict[str, Any] = {}
-
-    def add(mapping: dict[Any, Any]) -> None:
+    archive = os.path.join(pair_dir, ARCHIVE)
+    sources = [kit.pred_path(pair_dir, model, dname), os.path.join(pair_dir, f"{model}_{dname}_PREV.pkl")]
+    pat = re.compile(r"^\d+_" + re.escape(dname) + r"\.pkl$")
+    shard_dir = os.path.join(pair_dir, UNITS)
+    if os.path.isdir(shard_dir):
+        sources += [os.path.join(shard_dir, f) for f in sorted(os.listdir(shard_dir))]
+    sources += [os.path.join(pair_dir, f) for f in sorted(os.listdir(pair_dir)) if pat.match(f)]
+    for mapping in [_load_archive(archive)] + [_as_mapping(load_or_set_aside(kit, pair_dir, p)) for p in sources]:
         for k, v in mapping.items():
             v = _clean(v)
             if not kit.is_failed(v):
                 union[str(k)] = v
-
-    archive = os.path.join(pair_dir, ARCHIVE)
-    add(_load_archive(archive))
-    pred = kit.pred_path(pair_dir, model, dname)
-    if os.path.exists(pred):
-        df = kit.load(pred)
-        if "prediction" in df and "index" in df:
-            add(dict(zip(df["index"], df["prediction"])))
-    prev = os.path.join(pair_dir, f"{model}_{dname}_PREV.pkl")
-    pat = re.compile(r"^\d+_" + re.escape(dname) + r"\.pkl$")
-    shard_dir = os.path.join(pair_dir, UNITS)
-    shard_files = [os.path.join(shard_dir, f) for f in sorted(os.listdir(shard_dir))] if os.path.isdir(shard_dir) else []
-    for path in [prev, *shard_files] + [os.path.join(pair_dir, f) for f in sorted(os.listdir(pair_dir)) if pat.match(f)]:
-        if os.path.exists(path):
-            try:
-                add(kit.load(path))
-            except Exception as exc:  # a pickle cut short by a kill: skip it
-                log(f"ignoring unreadable {os.path.basename(path)}: {exc}")
     write_atomic(archive, pickle.dumps(union))  # all of it safe before anything is touched
     return union
 
@@ -119,52 +152,75 @@ def seed_prev(kit: Kit, pair_dir: str, model: str, dname: str, union: dict[str, 
     write_atomic(os.path.join(pair_dir, f"{model}_{dname}_PREV.pkl"), pickle.dumps(seeded))
 
 
-def drop_failed(kit: Kit, out_file: str) -> None:
+def drop_failed(kit: Kit, pair_dir: str, out_file: str) -> None:
     """Before a unit is inferred (again): remove failed answers from its file, which VLMEvalKit's
     infer_data would otherwise take as done. A unit whose generate raised holds the failure text
-    for every row it had left; run.py likewise re-infers failed rows (its default retry_failed)."""
-    if not os.path.exists(out_file):
-        return
-    try:
-        held = kit.load(out_file)
-    except Exception as exc:  # a pickle cut short by a kill: start the unit's file afresh
-        log(f"ignoring unreadable {os.path.basename(out_file)}: {exc}")
-        os.remove(out_file)
+    for every row it had left; run.py likewise re-infers failed rows (its default retry_failed).
+    A file torn by a kill is set aside: the unit starts its file afresh."""
+    held = load_or_set_aside(kit, pair_dir, out_file)
+    if held is None:
         return
     good = {k: v for k, v in held.items() if not kit.is_failed(_clean(v))}
     if len(good) != len(held):
         write_atomic(out_file, pickle.dumps(good))
 
 
+def repair_prev(kit: Kit, pair_dir: str, model: str, dname: str, rows: list[Any]) -> None:
+    """Before VLMEvalKit loads `_PREV.pkl` and an API model's `_checkpoint.pkl` unguarded
+    (infer_data, infer_data_api): set aside whichever a kill tore. A torn `_PREV.pkl` is seeded
+    again from the archive (what every earlier attempt of this fingerprint answered), as the
+    pair's preparation seeded it."""
+    load_or_set_aside(kit, pair_dir, os.path.join(pair_dir, f"{model}_{dname}_checkpoint.pkl"))
+    prev = os.path.join(pair_dir, f"{model}_{dname}_PREV.pkl")
+    if os.path.exists(prev) and load_or_set_aside(kit, pair_dir, prev) is None:
+        archive = _load_archive(os.path.join(pair_dir, ARCHIVE))
+        seed_prev(kit, pair_dir, model, dname, archive, {str(r): r for r in rows})
+
+
 def known(kit: Kit, pair_dir: str, model: str, dname: str, out_file: str) -> set[str]:
     """Rows already answered for a unit: in _PREV.pkl or in its own file (a unit cut short)."""
     keys: set[str] = set()
     for path in (os.path.join(pair_dir, f"{model}_{dname}_PREV.pkl"), out_file):
-        if os.path.exists(path):
-            try:
-                keys |= {str(k) for k, v in kit.load(path).items() if not kit.is_failed(v)}
-            except Exception as exc:  # a pickle cut short by a kill
-                log(f"ignoring unreadable {os.path.basename(path)}: {exc}")
+        held = load_or_set_aside(kit, pair_dir, path)
+        keys |= {str(k) for k, v in (held or {}).items() if not kit.is_failed(v)}
     return keys
 
 
-def merge_units(kit: Kit, pair_dir: str, model: str, dname: str, shards: int, rows: list[Any]) -> int:
-    """Every row's prediction, from _PREV.pkl and the units' files, into the rank file that
-    VLMEvalKit's infer_data_job (world size 1) reads; returns how many rows."""
-    merged: dict[Any, Any] = {}
-    prev = os.path.join(pair_dir, f"{model}_{dname}_PREV.pkl")
-    if os.path.exists(prev):
-        merged.update(kit.load(prev))
-    for k in range(shards):
-        path = unit_file(pair_dir, shards, k)
-        if os.path.exists(path):
-            merged.update(kit.load(path))
-    by_str = {str(k): v for k, v in merged.items()}
-    missing = [r for r in rows if str(r) not in by_str]
-    if missing:
-        raise RuntimeError(f"{len(missing)} of {len(rows)} rows have no prediction after all units (first: {missing[:5]})")
-    write_atomic(os.path.join(pair_dir, f"01_{dname}.pkl"), pickle.dumps({r: by_str[str(r)] for r in rows}))
-    return len(rows)
+def failed_rows(kit: Kit, out_file: str, rows: list[Any]) -> list[Any]:
+    """The rows of a unit whose answer in its file is VLMEvalKit's failure message."""
+    held = {str(k): v for k, v in (kit.load(out_file) if os.path.exists(out_file) else {}).items()}
+    return [r for r in rows if str(r) in held and kit.is_failed(_clean(held[str(r)]))]
+
+
+def failure_message(kit: Kit, failed: int, total: int, where: str = "") -> str:
+    return (f"{failed} of {total} answers{where} are VLMEvalKit's failure message ({kit.fail_msg!r}): the "
+            "model gave no answer for them (an API model: a missing or wrong key, an unreachable "
+            "endpoint, a quota?); --resume asks those rows again")  # fmt: skip
+
+
+@dataclass
+class Merged:
+    """The pair's predictions gathered from every source, and what is wrong with them."""
+
+    rows: int
+    missing: list[Any] = field(default_factory=list)  # rows no source answers
+    failed: list[Any] = field(default_factory=list)  # rows whose answer is the failure message
+
+
+def merge_units(kit: Kit, pair_dir: str, model: str, dname: str, shards: int, rows: list[Any]) -> Merged:
+    """Every row's prediction, from the archive, _PREV.pkl and the units' files (later ones win),
+    into the rank file that VLMEvalKit's infer_data_job (world size 1) reads, when every row has
+    an answer that is no failure."""
+    by_str = {str(k): v for k, v in _load_archive(os.path.join(pair_dir, ARCHIVE)).items()}
+    paths = [os.path.join(pair_dir, f"{model}_{dname}_PREV.pkl")]
+    paths += [unit_file(pair_dir, shards, k) for k in range(shards)]
+    for path in paths:
+        by_str.update({str(k): v for k, v in (load_or_set_aside(kit, pair_dir, path) or {}).items()})
+    out = Merged(len(rows), [r for r in rows if str(r) not in by_str])
+    out.failed = [r for r in rows if str(r) in by_str and kit.is_failed(_clean(by_str[str(r)]))]
+    if not out.missing and not out.failed:
+        write_atomic(os.path.join(pair_dir, f"01_{dname}.pkl"), pickle.dumps({r: by_str[str(r)] for r in rows}))
+    return out
 
 
 def update_archive(kit: Kit, pair_dir: str, pred_file: str) -> None:
@@ -176,5 +232,3 @@ def update_archive(kit: Kit, pair_dir: str, pred_file: str) -> None:
         if not kit.is_failed(v):
             union[str(k)] = v
     write_atomic(archive, pickle.dumps(union))
-
-

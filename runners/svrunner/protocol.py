@@ -25,6 +25,19 @@ Kinds (fields beyond the common four):
     benchmark_failed   benchmark, stage (dataset|infer|eval|runner), error, traceback, oom
     job_failed         stage (job|setup|import|model|dispatch), error, traceback, oom [, source]
     job_done           ok, failed, seconds
+    alive              phase (import|model|dataset|lock|infer|merge|evaluate|...), detail: the
+                       runner is working in a phase that emits nothing else for a while
+
+The same lines, another vocabulary (PREFETCH_KINDS): runners/prefetch_runner.py reports the
+download of one checkpoint to `spectravenv prefetch` (job_id is the repo, rank 0). Writer and
+reader take the vocabulary as `kinds`.
+    repo               commit, files: [{name, size, blob, lfs}]
+    file               name, size, cached
+    file_progress      name, bytes
+    retry              name, message (the connection dropped; continuing where it stopped)
+    file_done          name, size, blob, how: checked (hashed now) | kept (verified before)
+    repo_done          commit, requires (other repos its config names, e.g. a vision tower)
+    repo_failed        kind (gated|not_found|revision|network|corrupt|failed), message
 """
 
 from __future__ import annotations
@@ -33,6 +46,7 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,23 +54,28 @@ from typing import Any
 SCHEMA = 2
 KINDS = frozenset({
     "job_started", "model_loaded", "pair_reset", "benchmark_started", "unit_started", "progress",
-    "unit_done", "benchmark_done", "benchmark_failed", "job_failed", "job_done",
+    "unit_done", "benchmark_done", "benchmark_failed", "job_failed", "job_done", "alive",
 })  # fmt: skip
 TERMINAL = frozenset({"job_done", "job_failed"})
+PREFETCH_KINDS = frozenset({"repo", "file", "file_progress", "retry", "file_done", "repo_done",
+                            "repo_failed"})  # fmt: skip
 
 
 def jsonable(obj: Any) -> Any:
     """Plain JSON: no NaN/Infinity, no numpy or pandas objects (converted if already loaded)."""
-    pd, np = sys.modules.get("pandas"), sys.modules.get("numpy")
-    if pd is not None and isinstance(obj, pd.DataFrame):
+    # getattr: a module being imported right now (by the main thread, while the heartbeat
+    # thread writes) is in sys.modules before it has its classes.
+    frame, series = (getattr(sys.modules.get("pandas"), name, None) for name in ("DataFrame", "Series"))
+    generic = getattr(sys.modules.get("numpy"), "generic", None)
+    if isinstance(frame, type) and isinstance(obj, frame):
         return [jsonable(r) for r in obj.to_dict(orient="records")]
-    if pd is not None and isinstance(obj, pd.Series):
+    if isinstance(series, type) and isinstance(obj, series):
         return jsonable(obj.to_dict())
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set)):
         return [jsonable(v) for v in obj]
-    if np is not None and isinstance(obj, np.generic):
+    if isinstance(generic, type) and isinstance(obj, generic):
         obj = obj.item()
     if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
         return None
@@ -68,14 +87,16 @@ def jsonable(obj: Any) -> Any:
 class EventLog:
     """The writer: append-only, shared by all ranks of a job, masked at the source."""
 
-    def __init__(self, path: str, job_id: str, rank: int, redactor: Any = None) -> None:
+    def __init__(self, path: str, job_id: str, rank: int, redactor: Any = None,
+                 kinds: frozenset[str] = KINDS) -> None:  # fmt: skip
         self.path, self.job_id, self.rank = path, job_id, rank
-        self.redactor = redactor
+        self.redactor, self.kinds = redactor, kinds
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         # A process killed mid-write may have left a line without '\n': start on a fresh line
         # so the first event is not glued to that fragment.
         self._need_newline = False
+        self._lock = threading.Lock()  # the heartbeat thread writes too
         size = os.fstat(self.fd).st_size
         if size:
             with open(path, "rb") as fh:
@@ -84,7 +105,7 @@ class EventLog:
 
     def emit(self, event: str, at: float | None = None, **fields: Any) -> float:
         """Write one event (stamped `at`, default now); returns its time."""
-        if event not in KINDS:
+        if event not in self.kinds:
             raise ValueError(f"unknown event kind {event!r}")
         stamp = time.time() if at is None else at
         obj = {"event": event, "time": stamp, "job_id": self.job_id, "rank": self.rank}
@@ -95,10 +116,11 @@ class EventLog:
         line = json.dumps(obj, ensure_ascii=False, allow_nan=False)
         if self.redactor:  # a value JSON escaped differently from its raw form
             line = self.redactor.text(line)
-        data = ("\n" if self._need_newline else "") + line + "\n"
-        self._need_newline = False
-        os.write(self.fd, data.encode("utf-8"))  # one write: O_APPEND keeps lines whole
-        os.fsync(self.fd)
+        with self._lock:
+            data = ("\n" if self._need_newline else "") + line + "\n"
+            self._need_newline = False
+            os.write(self.fd, data.encode("utf-8"))  # one write: O_APPEND keeps lines whole
+            os.fsync(self.fd)
         return stamp
 
     def close(self) -> None:
@@ -111,6 +133,7 @@ class EventReader:
 
     path: str
     offset: int = 0
+    kinds: frozenset[str] = KINDS
     _partial: bytes = field(default=b"", repr=False)
 
     def read(self) -> list[dict[str, Any]]:
@@ -129,7 +152,7 @@ class EventReader:
                 ev = json.loads(line)
             except ValueError:
                 continue  # a line torn by a crash mid-write carries no information
-            if isinstance(ev, dict) and ev.get("event") in KINDS:
+            if isinstance(ev, dict) and ev.get("event") in self.kinds:
                 out.append(ev)
         return out
 

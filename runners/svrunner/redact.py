@@ -64,34 +64,60 @@ class Redactor:
             return [self.obj(v) for v in obj]
         return obj
 
-    def could_start(self, tail: str) -> bool:
-        """Could `tail` (line breaks ignored) be the first characters of a secret?"""
-        bare = tail.replace("\r", "").replace("\n", "")
-        return bool(bare) and tail[0] not in "\r\n" and any(v.startswith(bare) for v in self.values)
+    def pending(self, text: str, start: int) -> bool:
+        """Could a secret begin at `start` and go on past the end of `text`? (Line breaks may
+        stand between its characters, not before its first.) A secret ending there may still be
+        the start of a longer one, so it counts too."""
+        if text[start] in "\r\n":
+            return False
+        bare = text[start:].replace("\r", "").replace("\n", "")
+        return any(len(v) > len(bare) and v.startswith(bare) for v in self.values)
+
+    def safe_end(self, text: str) -> int:
+        """How much of `text` masks the same whatever follows it: everything before the first
+        place where a secret may be under way. The scan is the masking's own: matches are final
+        unless they may grow into a longer secret, and what lies inside a final match cannot
+        start another one."""
+        pos = 0
+        tail = self._tail_start(text)
+        while True:
+            match = self._pattern.search(text, pos)
+            limit = match.start() if match else len(text)
+            for start in range(max(pos, tail), min(limit + 1, len(text))):
+                if self.pending(text, start):
+                    return start
+            if match is None:
+                return len(text)
+            pos = match.end()
+
+    def _tail_start(self, text: str) -> int:
+        """Where the last `longest` characters other than line breaks begin: a secret under way
+        at the end of `text` starts there or later."""
+        seen, i = 0, len(text)
+        while i > 0 and seen < self.longest:
+            i -= 1
+            seen += text[i] not in "\r\n"
+        return i
 
     def stream(self) -> StreamRedactor:
         return StreamRedactor(self)
 
 
 class StreamRedactor:
-    """Masks a stream fed in arbitrary pieces; what it returns is safe to write at once."""
+    """Masks a stream fed in arbitrary pieces; what it returns is safe to write at once, and all
+    it returns is exactly `Redactor.text` of the whole stream, wherever it was cut."""
 
     def __init__(self, redactor: Redactor) -> None:
         self.r = redactor
-        self.held = ""
+        self.held = ""  # raw text: a secret may be under way in it
 
     def feed(self, chunk: str) -> str:
         if not self.r:
             return chunk
-        out = self.r.text(self.held + chunk)
-        # Hold back the longest tail that could still grow into a secret (it may span lines).
-        keep = 0
-        for n in range(min(len(out), 2 * self.r.longest), 0, -1):
-            if self.r.could_start(out[-n:]):
-                keep = n
-                break
-        self.held = out[len(out) - keep :] if keep else ""
-        return out[: len(out) - keep]
+        text = self.held + chunk
+        end = self.r.safe_end(text)
+        self.held = text[end:]
+        return self.r.text(text[:end])
 
     def flush(self) -> str:
         out, self.held = self.r.text(self.held), ""

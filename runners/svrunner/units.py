@@ -3,14 +3,25 @@
 A pair's rows (after --limit) are split into `n` shards, row i going to shard i % n; each shard is
 a unit a worker claims, infers and marks done, and when all are done one worker claims the pair's
 evaluation. Workers on one machine or on many Slurm nodes share one run folder, so a claim is a
-lock file made with O_EXCL (svrunner.locking: atomic on local disks and on NFS/Lustre alike):
-no two workers ever run one unit. A claim whose holder died on this host is taken over at once;
-one held on another host is released by the dispatcher when Slurm says that worker's job ended.
+lock file (svrunner.locking: atomic on local disks and on NFS/Lustre alike): no two workers ever
+run one unit. A claim whose holder died on this host is taken over at once; one held on another
+host once its lease runs out (its worker's thread stops renewing it), or when the dispatcher
+learns from Slurm that the worker's job ended.
 
-    <run>/.spectravenv/units/<model>/<benchmark>/n<N>/<k>.claim   held while a worker infers it
-                                                      <k>.done    its predictions are saved
-                                                      eval.claim / eval.done
+A unit is done only under the fingerprint it was done under: the first worker to prepare a pair
+records the pair's fingerprint digest in `prepared.json`, every done marker is named by the digest
+it was made under (so a pair's state is one listing and one small read), and a marker of another
+digest counts as open. So when a pair's fingerprint changes (a new lock, recipe or checkpoint;
+the runner then moves the pair's old predictions to `.superseded/`), its units done before are
+inferred again instead of being merged from files that are gone.
+
+    <run>/.spectravenv/units/<model>/<benchmark>/n<N>/prepared.json  the pair's digest, rows, reused
+                                                      prepared.json.lock  held while preparing
+                                                      <k>.claim   held while a worker infers it
+                                                      <k>.done-<digest>  its predictions are saved
+                                                      eval.claim / eval.done-<digest>
                                                       failed      the pair failed: stop
+                                                                  ("given_up": the dispatcher's)
 Host and runner both read this layout through this module.
 """
 
@@ -23,8 +34,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .files import write_atomic
-from .locking import FileLock, LockBusy, holder_alive, read_holder
+from .files import read_json, write_atomic, write_json
+from .locking import FileLock, LockBusy, ServerClock, lock_alive, read_holder, remove_generation
+
+PREPARED = "prepared.json"
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,11 @@ class Unit:
         return "eval" if self.index is None else str(self.index)
 
 
+def folder(internal: str) -> str:
+    """The units folder of a run, given the run's internal folder (`<run>/.spectravenv`)."""
+    return os.path.join(internal, "units")
+
+
 def pair_dir(units_dir: str, model: str, benchmark: str, shards: int) -> str:
     return os.path.join(units_dir, model, benchmark, f"n{shards}")
 
@@ -47,8 +65,35 @@ def _path(units_dir: str, unit: Unit, suffix: str) -> str:
     return os.path.join(pair_dir(units_dir, unit.model, unit.benchmark, unit.shards), f"{unit.name}.{suffix}")
 
 
+def prepared(units_dir: str, model: str, benchmark: str, shards: int) -> dict[str, Any] | None:
+    """What the worker that prepared the pair recorded: its fingerprint digest, rows, reused."""
+    return read_json(os.path.join(pair_dir(units_dir, model, benchmark, shards), PREPARED))
+
+
+def preparing_lock(units_dir: str, model: str, benchmark: str, shards: int) -> str:
+    """The lock held by the worker that prepares the pair (checks its fingerprint, gathers
+    reusable predictions); the others wait for it and then find the pair prepared."""
+    return os.path.join(pair_dir(units_dir, model, benchmark, shards), PREPARED + ".lock")
+
+
+def record_prepared(units_dir: str, model: str, benchmark: str, shards: int, digest: str,
+                    info: dict[str, Any]) -> None:  # fmt: skip
+    """The pair is prepared under `digest`: from now on only units done under it count as done."""
+    write_json(os.path.join(pair_dir(units_dir, model, benchmark, shards), PREPARED), {**info, "digest": digest})
+
+
+def _done_name(name: str, digest: str | None) -> str:
+    """The done marker of unit `name` under the pair's fingerprint `digest`."""
+    return f"{name}.done-{digest}"
+
+
+def _digest_of(folder: str) -> str | None:
+    return (read_json(os.path.join(folder, PREPARED)) or {}).get("digest")
+
+
 def is_done(units_dir: str, unit: Unit) -> bool:
-    return os.path.exists(_path(units_dir, unit, "done"))
+    folder = pair_dir(units_dir, unit.model, unit.benchmark, unit.shards)
+    return os.path.exists(os.path.join(folder, _done_name(unit.name, _digest_of(folder))))
 
 
 def pair_failed(units_dir: str, model: str, benchmark: str, shards: int) -> dict[str, Any] | None:
@@ -74,9 +119,19 @@ def claim(units_dir: str, unit: Unit, worker: str) -> FileLock | None:
     return lock
 
 
-def mark_done(units_dir: str, unit: Unit, info: dict[str, Any], lock: FileLock) -> None:
-    write_atomic(_path(units_dir, unit, "done"), json.dumps({**info, "time": time.time()}) + "\n")
+def mark_done(units_dir: str, unit: Unit, digest: str, info: dict[str, Any], lock: FileLock) -> None:
+    """The unit's predictions are saved, under the pair's fingerprint `digest`."""
+    write_atomic(_path(units_dir, unit, f"done-{digest}"), json.dumps({**info, "time": time.time()}) + "\n")
     lock.release()
+
+
+def reopen(units_dir: str, unit: Unit) -> None:
+    """The unit is open again (its predictions were found missing or failed after it was done)."""
+    folder = pair_dir(units_dir, unit.model, unit.benchmark, unit.shards)
+    try:
+        os.unlink(os.path.join(folder, _done_name(unit.name, _digest_of(folder))))
+    except FileNotFoundError:
+        pass
 
 
 def mark_failed(units_dir: str, unit: Unit, error: str, lock: FileLock | None) -> None:
@@ -84,6 +139,15 @@ def mark_failed(units_dir: str, unit: Unit, error: str, lock: FileLock | None) -
     write_atomic(os.path.join(folder, "failed"), json.dumps({"unit": unit.name, "error": error, "time": time.time()}) + "\n")
     if lock is not None:
         lock.release()
+
+
+def mark_given_up(units_dir: str, model: str, benchmark: str, shards: int, error: str) -> None:
+    """The dispatcher gives the pair up (its model has no retries left): failed like
+    `mark_failed`, for workers, and marked `given_up`, so no retry of this attempt opens it
+    again (`reset_failed`, at the start of a new attempt, does)."""
+    folder = pair_dir(units_dir, model, benchmark, shards)
+    write_atomic(os.path.join(folder, "failed"),
+                 json.dumps({"unit": None, "error": error, "time": time.time(), "given_up": True}) + "\n")  # fmt: skip
 
 
 def infer_units(model: str, benchmark: str, shards: int) -> list[Unit]:
@@ -113,11 +177,11 @@ class PairState:
         return not self.failed and self.done == self.shards and not self.evaluated and not self.eval_claimed
 
 
-def _held(path: str) -> bool:
-    holder = read_holder(path)
-    if holder is None:
-        return os.path.exists(path)
-    return holder_alive(holder) is not False
+def _held(path: str, clock: ServerClock) -> bool:
+    """Held by a live worker, or by one whose liveness cannot be known (never run twice)."""
+    if not os.path.exists(path):
+        return False
+    return lock_alive(path, read_holder(path), clock) is not False
 
 
 def state(units_dir: str, model: str, benchmark: str, shards: int) -> PairState:
@@ -126,11 +190,14 @@ def state(units_dir: str, model: str, benchmark: str, shards: int) -> PairState:
         names = set(os.listdir(folder))
     except FileNotFoundError:
         names = set()
-    done = sum(f"{k}.done" in names for k in range(shards))
-    claimed = sum(f"{k}.claim" in names and f"{k}.done" not in names and _held(os.path.join(folder, f"{k}.claim"))
+    digest = _digest_of(folder)
+    clock = ServerClock(folder)  # one probe for all the claims of another host, if any
+    done_k = {k for k in range(shards) if _done_name(str(k), digest) in names}
+    claimed = sum(f"{k}.claim" in names and k not in done_k and _held(os.path.join(folder, f"{k}.claim"), clock)
                   for k in range(shards))  # fmt: skip
-    return PairState(model, benchmark, shards, done, claimed, "eval.done" in names,
-                     "eval.claim" in names and _held(os.path.join(folder, "eval.claim")),
+    evaluated = _done_name("eval", digest) in names
+    return PairState(model, benchmark, shards, len(done_k), claimed, evaluated,
+                     "eval.claim" in names and _held(os.path.join(folder, "eval.claim"), clock),
                      pair_failed(units_dir, model, benchmark, shards))  # fmt: skip
 
 
@@ -145,7 +212,10 @@ def divisions(units_dir: str, model: str, benchmark: str) -> dict[int, int]:
     for name in names:
         if name.startswith("n") and name[1:].isdigit():
             n = int(name[1:])
-            out[n] = sum(f.endswith(".done") and f != "eval.done" for f in os.listdir(os.path.join(folder, name)))
+            division = os.path.join(folder, name)
+            done = set(os.listdir(division))
+            digest = _digest_of(division)
+            out[n] = sum(_done_name(str(k), digest) in done for k in range(n))
     return out
 
 
@@ -158,11 +228,9 @@ def release_claims_of(units_dir: str, owner: str) -> list[str]:
                 continue
             path = os.path.join(root, name)
             holder = read_holder(path) or {}
-            if str(holder.get("what", "")).startswith(f"worker {owner}:"):
-                done = path[: -len(".claim")] + ".done"
-                if not os.path.exists(done):
-                    os.unlink(path)
-                    freed.append(path)
+            mine = str(holder.get("what", "")).startswith(f"worker {owner}:") and holder.get("token")
+            if mine and remove_generation(path, str(holder["token"])):
+                freed.append(path)
     return freed
 
 

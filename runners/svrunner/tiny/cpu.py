@@ -18,37 +18,47 @@ def _cpu(device: Any) -> Any:
 def redirect_cuda_to_cpu() -> None:
     import torch
 
+    _patch_devices(torch)
+    _patch_half(torch)
+    _patch_from_pretrained(torch)
+    _patch_gpu_memory()
+
+
+def _f32(torch: Any, a: Any) -> Any:
+    """CPU convolutions have no float16 kernels in these torch builds: float32 instead."""
+    return torch.float32 if a is torch.float16 else a
+
+
+def _to_cpu(torch: Any, original: Any) -> Any:
+    """`.to(...)` with every CUDA device made the CPU and float16 made float32."""
+
+    def to(self: Any, *args: Any, **kwargs: Any) -> Any:
+        args = tuple(_cpu(a) if isinstance(a, (str, torch.device)) else _f32(torch, a) for a in args)
+        if "device" in kwargs:
+            kwargs["device"] = _cpu(kwargs["device"])
+        if "dtype" in kwargs:
+            kwargs["dtype"] = _f32(torch, kwargs["dtype"])
+        return original(self, *args, **kwargs)
+
+    return to
+
+
+def _patch_devices(torch: Any) -> None:
     torch.Tensor.cuda = lambda self, *a, **k: self  # type: ignore[method-assign]
     torch.nn.Module.cuda = lambda self, *a, **k: self  # type: ignore[method-assign]
-    orig_tensor_to, orig_module_to = torch.Tensor.to, torch.nn.Module.to
-
-    def _f32(a: Any) -> Any:  # CPU convolutions have no float16 kernels in these torch builds
-        return torch.float32 if a is torch.float16 else a
-
-    def tensor_to(self: Any, *args: Any, **kwargs: Any) -> Any:
-        args = tuple(_cpu(a) if isinstance(a, (str, torch.device)) else _f32(a) for a in args)
-        if "device" in kwargs:
-            kwargs["device"] = _cpu(kwargs["device"])
-        if "dtype" in kwargs:
-            kwargs["dtype"] = _f32(kwargs["dtype"])
-        return orig_tensor_to(self, *args, **kwargs)
-
-    def module_to(self: Any, *args: Any, **kwargs: Any) -> Any:
-        args = tuple(_cpu(a) if isinstance(a, (str, torch.device)) else _f32(a) for a in args)
-        if "device" in kwargs:
-            kwargs["device"] = _cpu(kwargs["device"])
-        if "dtype" in kwargs:
-            kwargs["dtype"] = _f32(kwargs["dtype"])
-        return orig_module_to(self, *args, **kwargs)
-
-    torch.Tensor.to = tensor_to  # type: ignore[method-assign]
-    torch.nn.Module.to = module_to  # type: ignore[method-assign]
-    # CPU kernels for float16 are incomplete in older torch: compute in float32 instead.
-    torch.Tensor.half = lambda self, *a, **k: self.float() if self.is_floating_point() else self  # type: ignore[method-assign]
-    torch.nn.Module.half = lambda self, *a, **k: self.float()  # type: ignore[method-assign]
+    torch.Tensor.to = _to_cpu(torch, torch.Tensor.to)  # type: ignore[method-assign]
+    torch.nn.Module.to = _to_cpu(torch, torch.nn.Module.to)  # type: ignore[method-assign]
     torch.cuda.empty_cache = lambda: None
     torch.cuda.synchronize = lambda *a, **k: None
 
+
+def _patch_half(torch: Any) -> None:
+    # CPU kernels for float16 are incomplete in older torch: compute in float32 instead.
+    torch.Tensor.half = lambda self, *a, **k: self.float() if self.is_floating_point() else self  # type: ignore[method-assign]
+    torch.nn.Module.half = lambda self, *a, **k: self.float()  # type: ignore[method-assign]
+
+
+def _patch_from_pretrained(torch: Any) -> None:
     from transformers import modeling_utils
 
     base = modeling_utils.PreTrainedModel
@@ -61,23 +71,24 @@ def redirect_cuda_to_cpu() -> None:
         dm = kwargs.get("device_map")
         if isinstance(dm, dict):
             kwargs["device_map"] = {k: _cpu(v) for k, v in dm.items()}
-        elif (dm is not None and str(dm) != "auto") or dm == "auto":
+        elif dm is not None:  # "auto", "cuda", "cuda:0", an index: all of it on the CPU
             kwargs["device_map"] = "cpu"
         return original(cls, *args, **kwargs)
 
     base.from_pretrained = classmethod(from_pretrained)
-    try:  # VLMEvalKit asks nvidia-smi how much memory the GPUs have, and asserts it is > 0
+
+
+def _patch_gpu_memory() -> None:
+    """VLMEvalKit asks nvidia-smi how much memory the GPUs have, and asserts it is > 0."""
+    import sys
+
+    try:
         import vlmeval.smp as smp
         import vlmeval.smp.misc as misc
-
-        fake = lambda: [81920]  # noqa: E731
-        for mod in (smp, misc):
-            if hasattr(mod, "get_gpu_memory"):
-                mod.get_gpu_memory = fake
-        import sys
-
-        for name, mod in list(sys.modules.items()):
-            if name.startswith("vlmeval.vlm") and getattr(mod, "get_gpu_memory", None) is not None:
-                mod.get_gpu_memory = fake
     except ImportError:
-        pass
+        return
+    fake = lambda: [81920]  # noqa: E731
+    modules = [smp, misc] + [m for n, m in list(sys.modules.items()) if n.startswith("vlmeval.vlm")]
+    for mod in modules:
+        if getattr(mod, "get_gpu_memory", None) is not None:
+            mod.get_gpu_memory = fake

@@ -1,0 +1,2 @@
+"""What exists: envs, models, benchmarks and add-ons (entries), read from the shipped TOML
+and users' spectravenv.toml (loader)."""
