@@ -54,8 +54,9 @@ from env_build import (
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from spectravenv import catalog  # noqa: E402
-from spectravenv import locks as lockfiles  # noqa: E402
+from spectravenv.catalog import entries as catalog  # noqa: E402
+from spectravenv.catalog import loader  # noqa: E402
+from spectravenv.envs import locks as lockfiles  # noqa: E402
 from spectravenv.paths import Paths  # noqa: E402
 
 
@@ -97,7 +98,7 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("envs", nargs="*")
     args = ap.parse_args()
-    cat = catalog.load(Paths.from_env())
+    cat = loader.load(Paths.from_env())
     names = args.envs or list(cat.envs)
     scratch = Path(tempfile.mkdtemp(prefix="spectravenv-envset-", dir=args.scratch))
     log = scratch / "bench.log"

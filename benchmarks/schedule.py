@@ -37,12 +37,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from spectravenv import catalog as catalog_mod
-from spectravenv import plan
+from spectravenv.catalog import entries as catalog_mod
+from spectravenv.catalog import loader
 from spectravenv.console import duration
-from spectravenv.gpus import GPU
 from spectravenv.paths import Paths
-from spectravenv.schedule import lower_bound, simulate
+from spectravenv.plan import jobs as plan
+from spectravenv.plan.gpus import GPU
+from spectravenv.plan.schedule import lower_bound, simulate
 
 SEED_MODELS = ["qwen_chat", "mPLUG-Owl2", "monkey-chat", "XComposer", "XComposer2", "llava_v1.5_7b", "llava_v1.5_13b"]
 SEED_BENCHMARKS = ["MMBench_DEV_EN", "TextVQA_VAL", "GQA_TestDev_Balanced", "MMMU_DEV_VAL", "DocVQA_VAL", "ChartQA_TEST", "InfoVQA_VAL", "OCRBench", "AI2D_TEST", "ScienceQA_VAL", "POPE", "HallusionBench", "MMStar", "RealWorldQA", "VisOnlyQA-VLMEvalKit", "VizWiz", "SEEDBench_IMG", "BLINK", "MMBench_DEV_KO", "SEEDBench_IMG_KO", "MME", "NaturalBenchDataset", "MMStar_KO", "CCOCR_MultiLanOcr_Korean"]
@@ -109,7 +110,7 @@ def case(cat: catalog_mod.Catalog, models: list[str], pool: list[GPU], noisy: bo
 
 
 def main() -> None:
-    cat = catalog_mod.load(Paths.from_env({"HOME": "/nonexistent"}, cwd=Path("/nonexistent")))
+    cat = loader.load(Paths.from_env({"HOME": "/nonexistent"}, cwd=Path("/nonexistent")))
     modern = modern_catalog(cat)
     modern_names = [n for n, _ in MODERN]
     two_gpu = dataclasses.replace(cat.models["llava_v1.5_13b"], gpu_memory_gb=120.0, gpus=2, multi_gpu=True)
