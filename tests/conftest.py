@@ -13,6 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from spectravenv import procs
+from spectravenv.catalog import loader
+from spectravenv.catalog.entries import Catalog
+from spectravenv.envs import venv as envs
+from spectravenv.paths import Paths
+
 TESTS = Path(__file__).resolve().parent
 DATA = TESTS / "data"
 REPO = TESTS.parent
@@ -119,6 +125,21 @@ def heavy_env(home: Path) -> dict[str, str]:
         HF_HUB_OFFLINE="1",  # the demo must never need the hub
     )
     return env
+
+
+def sync_shipped(
+    heavy_home: Path, env_name: str, cwd: Path
+) -> tuple[Catalog, envs.EnvState, dict[str, str]]:
+    """Build a shipped env into the session's heavy home through the CLI, as a user would: the
+    catalog, the env's state, and the process environment to run its Python with."""
+    env = heavy_env(heavy_home)
+    paths = Paths.from_env(env, cwd=cwd)
+    cat = loader.load(paths)
+    proc = procs.run(
+        [*spectravenv_exe(), "sync", env_name, "--no-addons"], env=env, timeout=3000, cwd=cwd
+    )
+    assert proc.returncode == 0, proc.stderr
+    return cat, envs.status(cat.envs[env_name], paths), env
 
 
 @pytest.fixture

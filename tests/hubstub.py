@@ -148,147 +148,151 @@ class HubStub:
     # -- the server -----------------------------------------------------------------------------
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
-        stub = self
+        # A handler class per stub: the server builds a handler per request and gives it no
+        # other way to reach the stub's content.
+        return type("Handler", (StubHandler,), {"stub": self})
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
 
-            def log_message(self, *args: object) -> None:
-                pass
+class StubHandler(BaseHTTPRequestHandler):
+    """Answers as the Hugging Face hub and a file host do (see HubStub)."""
 
-            def do_HEAD(self) -> None:
-                self._serve(body=False)
+    stub: HubStub
+    protocol_version = "HTTP/1.1"
 
-            def do_GET(self) -> None:
-                self._serve(body=True)
+    def log_message(self, *args: object) -> None:
+        pass
 
-            def _authorised(self) -> bool:
-                return (
-                    stub.token is not None
-                    and self.headers.get("Authorization") == f"Bearer {stub.token}"
-                )
+    def do_HEAD(self) -> None:
+        self._serve(body=False)
 
-            def _error(self, status: int, code: str, message: str) -> None:
-                payload = json.dumps({"error": message}).encode()
-                self.send_response(status)
-                self.send_header("X-Error-Code", code)
-                self.send_header("X-Error-Message", message)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                if self.command == "GET":
-                    self.wfile.write(payload)
+    def do_GET(self) -> None:
+        self._serve(body=True)
 
-            def _serve(self, body: bool) -> None:
-                path = urlsplit(self.path).path
-                with stub._lock:
-                    stub.requests.append({"method": self.command, "path": path,
-                                          "range": self.headers.get("Range"),
-                                          "authorised": self._authorised(),
-                                          "auth_header": self.headers.get("Authorization") is not None,
-                                          "authorization": self.headers.get("Authorization")})  # fmt: skip
-                if path in stub.redirects:
-                    return self._redirect(stub.redirects[path])
-                m = re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?", path)
-                if m:
-                    return self._api(unquote(m.group(1)), unquote(m.group(2) or "main"))
-                m = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
-                if m:
-                    return self._resolve(
-                        unquote(m.group(1)), unquote(m.group(2)), unquote(m.group(3)), path, body
-                    )
-                name = path[len("/files/") :]
-                if path.startswith("/files/") and name in stub.files:
-                    kind = stub.content_types.get(name)
-                    return self._content(stub.files[name], path, {"Content-Type": kind} if kind else {}, body)
-                return self._error(404, "EntryNotFound", f"{path} not found")
+    def _authorised(self) -> bool:
+        return (
+            self.stub.token is not None
+            and self.headers.get("Authorization") == f"Bearer {self.stub.token}"
+        )
 
-            def _redirect(self, location: str) -> None:
-                self.send_response(302)
-                self.send_header("Location", location)
+    def _error(self, status: int, code: str, message: str) -> None:
+        payload = json.dumps({"error": message}).encode()
+        self.send_response(status)
+        self.send_header("X-Error-Code", code)
+        self.send_header("X-Error-Message", message)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command == "GET":
+            self.wfile.write(payload)
+
+    def _serve(self, body: bool) -> None:
+        path = urlsplit(self.path).path
+        with self.stub._lock:
+            self.stub.requests.append({"method": self.command, "path": path,
+                                  "range": self.headers.get("Range"),
+                                  "authorised": self._authorised(),
+                                  "auth_header": self.headers.get("Authorization") is not None,
+                                  "authorization": self.headers.get("Authorization")})  # fmt: skip
+        if path in self.stub.redirects:
+            return self._redirect(self.stub.redirects[path])
+        m = re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?", path)
+        if m:
+            return self._api(unquote(m.group(1)), unquote(m.group(2) or "main"))
+        m = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
+        if m:
+            return self._resolve(
+                unquote(m.group(1)), unquote(m.group(2)), unquote(m.group(3)), path, body
+            )
+        name = path[len("/files/") :]
+        if path.startswith("/files/") and name in self.stub.files:
+            kind = self.stub.content_types.get(name)
+            return self._content(
+                self.stub.files[name], path, {"Content-Type": kind} if kind else {}, body
+            )
+        return self._error(404, "EntryNotFound", f"{path} not found")
+
+    def _redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _repo(self, repo_id: str, rev: str) -> StubRepo | None:
+        repo = self.stub.repos.get(repo_id)
+        if repo is None:
+            self._error(401, "RepoNotFound", "Repository not found")
+            return None
+        if repo.gated and not self._authorised():
+            self._error(401, "GatedRepo", f"Access to model {repo_id} is restricted. You must have "
+                        "access to it and be authenticated to access it. Please log in.")  # fmt: skip
+            return None
+        if rev not in ("main", repo.sha):
+            self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+            return None
+        return repo
+
+    def _api(self, repo_id: str, rev: str) -> None:
+        repo = self._repo(repo_id, rev)
+        if repo is None:
+            return
+        payload = json.dumps(repo.info()).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command == "GET":
+            self.wfile.write(payload)
+
+    def _resolve(self, repo_id: str, rev: str, name: str, path: str, body: bool) -> None:
+        repo = self._repo(repo_id, rev)
+        if repo is None:
+            return
+        f = repo.files.get(name)
+        if f is None:
+            return self._error(404, "EntryNotFound", f"{name} not found in {repo_id}")
+        headers = {"X-Repo-Commit": repo.sha, "ETag": f'"{git_blob_id(f.data)}"'}
+        if f.lfs:
+            headers.update({"X-Linked-Etag": f'"{f.etag}"', "X-Linked-Size": str(len(f.data))})
+        self._content(f.data, path, headers, body)
+
+    def _content(self, data: bytes, path: str, headers: dict[str, str], body: bool) -> None:
+        start, status = 0, 200
+        m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")
+        if m:
+            start = int(m.group(1))
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-
-            def _repo(self, repo_id: str, rev: str) -> StubRepo | None:
-                repo = stub.repos.get(repo_id)
-                if repo is None:
-                    self._error(401, "RepoNotFound", "Repository not found")
-                    return None
-                if repo.gated and not self._authorised():
-                    self._error(401, "GatedRepo", f"Access to model {repo_id} is restricted. You must have "
-                                "access to it and be authenticated to access it. Please log in.")  # fmt: skip
-                    return None
-                if rev not in ("main", repo.sha):
-                    self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
-                    return None
-                return repo
-
-            def _api(self, repo_id: str, rev: str) -> None:
-                repo = self._repo(repo_id, rev)
-                if repo is None:
-                    return
-                payload = json.dumps(repo.info()).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                if self.command == "GET":
-                    self.wfile.write(payload)
-
-            def _resolve(self, repo_id: str, rev: str, name: str, path: str, body: bool) -> None:
-                repo = self._repo(repo_id, rev)
-                if repo is None:
-                    return
-                f = repo.files.get(name)
-                if f is None:
-                    return self._error(404, "EntryNotFound", f"{name} not found in {repo_id}")
-                headers = {"X-Repo-Commit": repo.sha, "ETag": f'"{git_blob_id(f.data)}"'}
-                if f.lfs:
-                    headers.update(
-                        {"X-Linked-Etag": f'"{f.etag}"', "X-Linked-Size": str(len(f.data))}
-                    )
-                self._content(f.data, path, headers, body)
-
-            def _content(self, data: bytes, path: str, headers: dict[str, str], body: bool) -> None:
-                start, status = 0, 200
-                m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")
-                if m:
-                    start = int(m.group(1))
-                    if start >= len(data):
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(data)}")
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                    status = 206
-                end = int(m.group(2)) + 1 if m and m.group(2) else len(data)
-                chunk = data[start:end]
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Accept-Ranges", "bytes")
-                self.send_header("Content-Length", str(len(chunk)))
-                if status == 206:
-                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
-                self.end_headers()
-                if not body:
-                    return
-                fault = stub.faults.get(path)
-                if fault is not None and fault.times > 0 and start < fault.at:
-                    fault.times -= 1
-                    try:
-                        self.wfile.write(chunk[: fault.at - start])
-                        self.wfile.flush()
-                    except OSError:
-                        pass
-                    fault.reached.set()
-                    if fault.kind == "stall":
-                        fault.released.wait(120)
-                    self.close_connection = True
-                    return
-                try:
-                    self.wfile.write(chunk)
-                except OSError:
-                    self.close_connection = True
-
-        return Handler
+                return
+            status = 206
+        end = int(m.group(2)) + 1 if m and m.group(2) else len(data)
+        chunk = data[start:end]
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(len(chunk)))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+        self.end_headers()
+        if not body:
+            return
+        fault = self.stub.faults.get(path)
+        if fault is not None and fault.times > 0 and start < fault.at:
+            fault.times -= 1
+            try:
+                self.wfile.write(chunk[: fault.at - start])
+                self.wfile.flush()
+            except OSError:
+                pass
+            fault.reached.set()
+            if fault.kind == "stall":
+                fault.released.wait(120)
+            self.close_connection = True
+            return
+        try:
+            self.wfile.write(chunk)
+        except OSError:
+            self.close_connection = True

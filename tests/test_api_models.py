@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import base64
 import csv
-import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import ClassVar
 
 import pytest
 
+from .jsonhttp import JSONHandler
 from .test_eval_demo import eval_ok, events, kinds
 from .test_hardening import leaks
 
@@ -21,27 +21,19 @@ pytestmark = pytest.mark.heavy
 KEY = "sk-test-LOCALkQ7vX2mZ9pW4rT8nBjH3"  # no run of 10 characters that ordinary files hold
 
 
-class FakeOpenAI(BaseHTTPRequestHandler):
+class FakeOpenAI(JSONHandler):
     """/v1/chat/completions: answers "A" and remembers what each request carried."""
 
     seen: ClassVar[list[dict]] = []
 
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.read_json()
         content = body["messages"][-1]["content"]
         images = [c for c in content if isinstance(c, dict) and c.get("type") == "image_url"]
         texts = [c["text"] for c in content if isinstance(c, dict) and c.get("type") == "text"]
         self.seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "model": body["model"],
                           "images": [i["image_url"]["url"][:40] for i in images], "text": " ".join(texts)})  # fmt: skip
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": "A"}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.send_json(200, {"choices": [{"message": {"role": "assistant", "content": "A"}}]})
 
 
 @pytest.fixture
@@ -63,8 +55,12 @@ def test_gpt4o_runs_against_a_local_openai_compatible_server(demo_ws, fake_api):
     assert started["cuda_visible_devices"] == "" and started["versions"]["transformers"] == "5.20.2"
     # Six questions reached the server with the key from .env, each with its image.
     assert len(seen) == 6 and {s["auth"] for s in seen} == {f"Bearer {KEY}"}
-    assert all(s["model"] == "gpt-4o-2024-05-13" and s["path"] == "/v1/chat/completions" for s in seen)
-    assert all(len(s["images"]) == 1 and s["images"][0].startswith("data:image/jpeg;base64,") for s in seen)
+    assert all(
+        s["model"] == "gpt-4o-2024-05-13" and s["path"] == "/v1/chat/completions" for s in seen
+    )
+    assert all(
+        len(s["images"]) == 1 and s["images"][0].startswith("data:image/jpeg;base64,") for s in seen
+    )
     assert all("colour" in s["text"] for s in seen)
     # Always "A": the score is the share of chosen questions whose answer is A, as VLMEvalKit counts.
     [done] = kinds(events(run, "GPT4o"), "benchmark_done", "DemoMCQ")

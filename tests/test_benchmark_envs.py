@@ -15,10 +15,9 @@ import pytest
 
 from spectravenv import procs
 from spectravenv.catalog import loader
-from spectravenv.envs import venv as envs
 from spectravenv.paths import Paths
 
-from .conftest import DATA, REPO, heavy_env, spectravenv_exe
+from .conftest import DATA, REPO, sync_shipped
 
 sys.path.insert(0, str(REPO / "scripts"))
 import gen_benchmarks  # scripts/: the derivation the catalog was generated with
@@ -29,12 +28,7 @@ SHIPPED = loader.load(Paths.from_env({"HOME": "/nonexistent"}, cwd=DATA / "no-co
 
 @pytest.mark.parametrize("env_name", sorted(SHIPPED.model_envs()))
 def test_every_benchmark_resolves_to_its_class_and_judge(heavy_home, env_name, tmp_path):
-    env = heavy_env(heavy_home)
-    paths = Paths.from_env(env, cwd=tmp_path)
-    cat = loader.load(paths)
-    proc = procs.run([*spectravenv_exe(), "sync", env_name, "--no-addons"], env=env, timeout=3000, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    state = envs.status(cat.envs[env_name], paths)
+    cat, state, env = sync_shipped(heavy_home, env_name, tmp_path)
     claimed = {n: b for n, b in cat.benchmarks.items() if b.vlmeval_class and (not b.envs or env_name in b.envs)}
     assert len(claimed) >= 725
     names = tmp_path / "names.json"

@@ -26,13 +26,14 @@ import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from .conftest import Workspace
 from .hubstub import HubStub
+from .jsonhttp import JSONHandler
 from .test_envs import one_line_error
 from .test_eval_demo import events, kinds
 from .test_hardening import leaks
@@ -51,7 +52,9 @@ class Loopback:
     answers: dict[str, str]  # question marker -> the model's answer
     verdicts: dict[str, str]  # question marker -> the judge's reply
     seen: list[dict] = field(default_factory=list)
-    failing: set[str] = field(default_factory=set)  # markers the "flaky" route answers with HTTP 500
+    failing: set[str] = field(
+        default_factory=set
+    )  # markers the "flaky" route answers with HTTP 500
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reply(self, route: str, body: dict) -> tuple[int, str]:
@@ -64,13 +67,15 @@ class Loopback:
             return 500, json.dumps({"error": {"message": "overloaded (loopback)"}})
         table = self.answers if route == "model" else self.verdicts
         content = table.get(mark, UNMATCHABLE if route == "model" else "OK") if mark else "OK"
-        return 200, json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]})
+        return 200, json.dumps(
+            {"choices": [{"message": {"role": "assistant", "content": content}}]}
+        )
 
 
-def handler(state: Loopback) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+def handler(state: Loopback) -> type[JSONHandler]:
+    class Handler(JSONHandler):
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            body = self.read_json()
             route = self.path.strip("/").split("/")[0]
             content = body["messages"][-1]["content"]
             images = [c for c in content if isinstance(c, dict) and c.get("type") == "image_url"] \
@@ -79,16 +84,7 @@ def handler(state: Loopback) -> type[BaseHTTPRequestHandler]:
                 state.seen.append({"route": route, "path": self.path, "auth": self.headers.get("Authorization"),
                                    "model": body.get("model"), "images": len(images),
                                    "marks": MARK.findall(json.dumps(body["messages"]))})  # fmt: skip
-            status, data = state.reply(route, body)
-            raw = data.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def log_message(self, *args: object) -> None:
-            pass
+            self.send_json(*state.reply(route, body))
 
     return Handler
 
@@ -109,7 +105,9 @@ def loopback() -> Iterator[tuple[str, Loopback]]:
 
 def png(rgb: tuple[int, int, int], size: int = 8) -> str:
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     raw = b"".join(b"\x00" + bytes(rgb) * size for _ in range(size))
     data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0))
@@ -257,7 +255,9 @@ def judged_run(jws: Workspace, loopback) -> Iterator[tuple[Path, Loopback, objec
                        "--run-name", "judged", timeout=1800)  # fmt: skip
         assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-6000:]}"
         # VLMEvalKit downloaded every TSV from the stand-in and found its md5.
-        assert {r["path"] for r in hub.requests if r["method"] == "GET"} >= {f"/files/{c.name}.tsv" for c in CASES}
+        assert {r["path"] for r in hub.requests if r["method"] == "GET"} >= {
+            f"/files/{c.name}.tsv" for c in CASES
+        }
     yield jws.cwd / "outputs" / "judged", state, proc
 
 
@@ -268,7 +268,9 @@ def test_each_kind_of_scoring_gives_the_score_known_in_advance(judged_run, case)
     assert row["status"] == "done", row
     assert float(row["value"]) == pytest.approx(case.expected, abs=1e-4), row
     [done] = kinds(events(run, "loopback-vlm"), "benchmark_done", case.name)
-    judge_calls = [s for s in state.seen if s["route"] == "judge" and str(case.rows[0]["index"]) in s["marks"]]
+    judge_calls = [
+        s for s in state.seen if s["route"] == "judge" and str(case.rows[0]["index"]) in s["marks"]
+    ]
     if case.judged:
         # The judge it was given scored it: run.py's default for the benchmark, at the loopback.
         version = {"gpt-4o-mini": "gpt-4o-mini-2024-07-18", "gpt-4-turbo": "gpt-4-1106-preview"}
@@ -312,7 +314,9 @@ def test_demo_mathvista_needs_its_judge_and_scores_with_one_of_ones_own(jws, loo
     state.verdicts.update(case.verdicts)
     with HubStub() as hub:
         config(jws, hub, base, [case])
-        line = one_line_error(jws.run("eval", "demo-tiny-llava", "MathVista_MINI", "--judge", "gpt-4o-mini"))
+        line = one_line_error(
+            jws.run("eval", "demo-tiny-llava", "MathVista_MINI", "--judge", "gpt-4o-mini")
+        )
         assert "MathVista_MINI is judged by gpt-4o-mini, which needs OPENAI_API_KEY" in line
         assert not (jws.cwd / "outputs").exists()
         # An endpoint of one's own needs no key.
@@ -321,10 +325,18 @@ def test_demo_mathvista_needs_its_judge_and_scores_with_one_of_ones_own(jws, loo
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-6000:]}"
     run = jws.cwd / "outputs" / "demo"
     # The demo model's answers are not numbers, so the judge extracted every one.
-    assert sorted(m for s in state.seen if s["route"] == "judge" for m in s["marks"]) == ["501", "502", "503", "504"]
+    assert sorted(m for s in state.seen if s["route"] == "judge" for m in s["marks"]) == [
+        "501",
+        "502",
+        "503",
+        "504",
+    ]
     assert float(headlines(run)["MathVista_MINI"]["value"]) == pytest.approx(75.0)
     [done] = kinds(events(run, "demo-tiny-llava"), "benchmark_done", "MathVista_MINI")
-    assert done["judged_by"] == "gpt-4o-mini" and done["fingerprint"]["judge"]["endpoint"] == base.split("//")[1]
+    assert (
+        done["judged_by"] == "gpt-4o-mini"
+        and done["fingerprint"]["judge"]["endpoint"] == base.split("//")[1]
+    )
 
 
 # ---- a judge that does not work: never a silent fallback -----------------------------------------
@@ -343,14 +355,19 @@ def test_a_judge_that_does_not_work_is_recorded_or_fails_and_a_working_one_resco
     args = ("eval", "loopback-vlm", "AI2D_TEST", "MathVista_MINI", "--run-name", "fallback")
     with HubStub() as hub:
         config(jws, hub, base, cases)
-        (jws.cwd / ".env").write_text(f"OPENAI_API_KEY={KEY}\nSPECTRAVENV_JUDGE_BASE_URL={base}/broken/v1\n")
+        (jws.cwd / ".env").write_text(
+            f"OPENAI_API_KEY={KEY}\nSPECTRAVENV_JUDGE_BASE_URL={base}/broken/v1\n"
+        )
         first = jws.run(*args, timeout=1800)
         assert first.returncode == 1, f"{first.stdout}\n{first.stderr[-6000:]}"
         run = jws.cwd / "outputs" / "fallback"
         rows = headlines(run)
         evs = events(run, "loopback-vlm")
         [done] = kinds(evs, "benchmark_done", "AI2D_TEST")
-        assert done["judged_by"] == "exact_matching" and "gpt-4o-mini not working: HTTP 401" in done["judge_note"]
+        assert (
+            done["judged_by"] == "exact_matching"
+            and "gpt-4o-mini not working: HTTP 401" in done["judge_note"]
+        )
         assert done["fingerprint"]["judge"]["model"] == "exact_matching"
         assert done["fingerprint"]["judge"]["instead_of"] == "gpt-4o-mini"
         pair = run / "loopback-vlm" / "AI2D_TEST"
@@ -362,7 +379,9 @@ def test_a_judge_that_does_not_work_is_recorded_or_fails_and_a_working_one_resco
         assert not list((run / "loopback-vlm" / "MathVista_MINI").glob("*_score.csv"))
         asked = len([s for s in state.seen if s["route"] == "model"])
 
-        (jws.cwd / ".env").write_text(f"OPENAI_API_KEY={KEY}\nSPECTRAVENV_JUDGE_BASE_URL={base}/judge/v1\n")
+        (jws.cwd / ".env").write_text(
+            f"OPENAI_API_KEY={KEY}\nSPECTRAVENV_JUDGE_BASE_URL={base}/judge/v1\n"
+        )
         second = jws.run(*args, timeout=1800)
     assert second.returncode == 0, f"{second.stdout}\n{second.stderr[-6000:]}"
     assert "AI2D_TEST runs again: judge" in second.stderr
@@ -389,7 +408,10 @@ def test_judge_calls_that_fail_fail_the_pair_and_a_retry_asks_the_judge_again(jw
         assert first.returncode == 1, f"{first.stdout}\n{first.stderr[-6000:]}"
         run = jws.cwd / "outputs" / "flaky"
         [failed] = kinds(events(run, "loopback-vlm"), "benchmark_failed", "POPE")
-        assert re.search(r"judge gpt-4o-mini failed \d+ of \d+ calls after VLMEvalKit's retries: HTTP 500", failed["error"])
+        assert re.search(
+            r"judge gpt-4o-mini failed \d+ of \d+ calls after VLMEvalKit's retries: HTTP 500",
+            failed["error"],
+        )
         pair = run / "loopback-vlm" / "POPE"
         assert not list(pair.glob("*_score.csv")) and not list(pair.glob("*_auxmatch.*"))
         # The judge is fixed (same endpoint, same run): the failed pair is evaluated again.

@@ -13,11 +13,10 @@ import pytest
 
 from spectravenv import procs
 from spectravenv.catalog import loader
-from spectravenv.envs import venv as envs
 from spectravenv.paths import RUNNERS_DIR, Paths
 from spectravenv.run.jobfile import model_spec
 
-from .conftest import DATA, heavy_env, spectravenv_exe
+from .conftest import DATA, sync_shipped
 
 pytestmark = pytest.mark.heavy
 SHIPPED = loader.load(Paths.from_env({"HOME": "/nonexistent"}, cwd=DATA / "no-config")).model_envs()
@@ -32,12 +31,7 @@ def test_the_torch_table_covers_every_env():
 
 @pytest.mark.parametrize("env_name", sorted(SHIPPED, key=lambda n: (TORCH.get(n, ""), n)))
 def test_shipped_env_builds_and_resolves_its_models(heavy_home, env_name, tmp_path):
-    env = heavy_env(heavy_home)
-    paths = Paths.from_env(env, cwd=tmp_path)
-    cat = loader.load(paths)
-    proc = procs.run([*spectravenv_exe(), "sync", env_name, "--no-addons"], env=env, timeout=3000, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    state = envs.status(cat.envs[env_name], paths)
+    cat, state, env = sync_shipped(heavy_home, env_name, tmp_path)
     assert state.state == "ready"
     runnable = [m for m in cat.models.values() if m.env == env_name and not m.blocked and m.vlmeval_name]
     assert runnable, f"env {env_name} serves no runnable model"

@@ -12,7 +12,7 @@ import os
 import pickle
 import signal
 import subprocess
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from threading import Thread
 
@@ -20,6 +20,7 @@ import openpyxl
 import pytest
 
 from .conftest import REPO, Workspace
+from .jsonhttp import JSONHandler
 from .test_eval_demo import SPLIT_MODEL, USER_MODELS, eval_ok, events, kinds, wait_for
 
 pytestmark = pytest.mark.heavy
@@ -38,8 +39,12 @@ def test_a_worker_stopped_by_sigterm_releases_its_claim_and_a_resume_after_a_fin
     p = demo_ws.popen("eval", "sigterm-demo", "DemoShapes", "--limit", "16", "--run-name", "r")
     run = demo_ws.cwd / "outputs" / "r"
     # The first use of the demo in a session trains it: minutes.
-    wait_for(lambda: kinds(events(run, "sigterm-demo"), "unit_done"), what="a finished unit", timeout=900)
-    wait_for(lambda: len(kinds(events(run, "sigterm-demo"), "unit_started")) > 1, what="the next unit")
+    wait_for(
+        lambda: kinds(events(run, "sigterm-demo"), "unit_done"), what="a finished unit", timeout=900
+    )
+    wait_for(
+        lambda: len(kinds(events(run, "sigterm-demo"), "unit_started")) > 1, what="the next unit"
+    )
     [started] = kinds(events(run, "sigterm-demo"), "job_started")
     os.kill(started["pid"], signal.SIGTERM)  # scancel, or a Slurm time limit
     _, err = p.communicate(timeout=300)
@@ -83,7 +88,9 @@ def test_torn_prediction_files_are_set_aside_and_the_pair_finishes(demo_ws):
     (demo_ws.cwd / "spectravenv.toml").write_text(USER_MODELS)
     p = demo_ws.popen("eval", "slow-demo", "DemoMCQ", "--limit", "20", "--run-name", "t")
     run = demo_ws.cwd / "outputs" / "t"
-    wait_for(lambda: kinds(events(run, "slow-demo"), "progress", "DemoMCQ"), what="progress", timeout=900)
+    wait_for(
+        lambda: kinds(events(run, "slow-demo"), "progress", "DemoMCQ"), what="progress", timeout=900
+    )
     os.kill(p.pid, signal.SIGINT)
     p.communicate(timeout=120)
     assert p.returncode == 130
@@ -103,23 +110,20 @@ def test_torn_prediction_files_are_set_aside_and_the_pair_finishes(demo_ws):
     assert (pair / ".broken" / "slow-demo_DemoMCQ.xlsx.1").read_bytes() == torn
     assert (pair / ".broken" / "slow-demo_DemoMCQ_PREV.pkl.1").is_file()
     log = (run / "logs" / "slow-demo.log").read_text()
-    assert "slow-demo_DemoMCQ.xlsx is unreadable" in log and "moved to .broken/slow-demo_DemoMCQ.xlsx.1" in log
+    assert (
+        "slow-demo_DemoMCQ.xlsx is unreadable" in log
+        and "moved to .broken/slow-demo_DemoMCQ.xlsx.1" in log
+    )
 
 
-class Unauthorized(BaseHTTPRequestHandler):
+class Unauthorized(JSONHandler):
     """An OpenAI-compatible endpoint that refuses every request: no key was given."""
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
-        data = json.dumps({"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}}).encode()
-        self.send_response(401)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.read_json()
+        self.send_json(
+            401, {"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}}
+        )
 
 
 def test_an_api_model_without_a_key_fails_and_is_asked_again_instead_of_scoring_zero(demo_ws):
@@ -132,7 +136,9 @@ def test_an_api_model_without_a_key_fails_and_is_asked_again_instead_of_scoring_
             '[models.gpt-nokey]\nenv = "api"\nvlmeval_name = "GPT4o"\nkind = "api"\ncpu = true\n'
             "kwargs = { retry = 1, wait = 0 }\n"
         )
-        proc = demo_ws.run("eval", "gpt-nokey", "DemoMCQ", "--limit", "6", "--run-name", "k", timeout=900)
+        proc = demo_ws.run(
+            "eval", "gpt-nokey", "DemoMCQ", "--limit", "6", "--run-name", "k", timeout=900
+        )
     finally:
         server.shutdown()
     assert proc.returncode == 1, proc.stderr
@@ -174,4 +180,3 @@ def test_the_circular_guard_removes_the_files_vlmeval_made_for_it_and_no_other(d
     got = json.loads(out.stdout.strip().splitlines()[-1])
     Path(got["other_path"]).unlink()
     assert got == {"made": True, "ours": False, "other": True, "other_path": got["other_path"]}
-

@@ -23,9 +23,18 @@ from pathlib import Path
 import pytest
 from svrunner import serve
 
+from .jsonhttp import JSONHandler
+
 DATA = Path(__file__).resolve().parent / "data"
 RUNNERS = Path(__file__).resolve().parent.parent / "runners"
-STANDIN = [sys.executable, str(DATA / "standin_engine.py"), "--port", "{port}", "--served-model-name", "{name}"]
+STANDIN = [
+    sys.executable,
+    str(DATA / "standin_engine.py"),
+    "--port",
+    "{port}",
+    "--served-model-name",
+    "{name}",
+]
 
 
 def standin(*flags: str):
@@ -61,7 +70,11 @@ def wait_for(predicate, seconds: float = 60.0) -> bool:
 
 
 def chat(server: serve.Server, text: str = "hello") -> dict:
-    payload = {"model": server.served_name, "messages": [{"role": "user", "content": text}], "max_tokens": 4}
+    payload = {
+        "model": server.served_name,
+        "messages": [{"role": "user", "content": text}],
+        "max_tokens": 4,
+    }
     req = urllib.request.Request(server.api_base, data=json.dumps(payload).encode(),
                                  headers={"Authorization": f"Bearer {server.key}"})  # fmt: skip
     with urllib.request.urlopen(req, timeout=30) as resp:
@@ -82,7 +95,9 @@ def test_a_healthy_server_answers_and_is_gone_with_its_children_after_the_block(
     assert group_members(pgid) == []
     log = sink.getvalue()
     # its output went to the sink (the job log), line by line, marked as the engine's
-    assert "[engine] standin: listening on 127.0.0.1:" in log and "healthy at http://127.0.0.1:" in log
+    assert (
+        "[engine] standin: listening on 127.0.0.1:" in log and "healthy at http://127.0.0.1:" in log
+    )
 
 
 def test_the_key_keeps_other_clients_out_and_the_models_check_wants_our_name():
@@ -91,11 +106,16 @@ def test_the_key_keeps_other_clients_out_and_the_models_check_wants_our_name():
         assert status == 401
         status, body = serve._http_get(f"{server.base_url}/v1/models", server.key)
         assert status == 200 and json.loads(body)["data"][0]["id"] == server.served_name
-        assert server.served_name.startswith("served-") and server.served_name != serve.Server(standin()).served_name
+        assert (
+            server.served_name.startswith("served-")
+            and server.served_name != serve.Server(standin()).served_name
+        )
 
 
 def test_a_server_that_exits_at_start_fails_at_once_with_its_last_lines():
-    server = serve.Server(standin("--exit-at-start", "3"), settings=quick(health_seconds=600), sink=io.StringIO())
+    server = serve.Server(
+        standin("--exit-at-start", "3"), settings=quick(health_seconds=600), sink=io.StringIO()
+    )
     with pytest.raises(serve.ServerFailed) as err:
         server.start()
     msg = str(err.value)
@@ -106,7 +126,9 @@ def test_a_server_that_exits_at_start_fails_at_once_with_its_last_lines():
 
 def test_a_server_never_healthy_is_stopped_at_the_deadline():
     sink = io.StringIO()
-    server = serve.Server(standin("--never-healthy", "--grandchild"), settings=quick(health_seconds=3), sink=sink)
+    server = serve.Server(
+        standin("--never-healthy", "--grandchild"), settings=quick(health_seconds=3), sink=sink
+    )
     with pytest.raises(serve.ServerFailed, match=r"not healthy after 3 s and was stopped") as err:
         server.start()
     assert "standin: listening on" in str(err.value)
@@ -114,7 +136,9 @@ def test_a_server_never_healthy_is_stopped_at_the_deadline():
 
 
 def test_a_server_that_dies_mid_unit_makes_check_fail_with_its_log():
-    with serve.Server(standin("--die-after", "2", "--grandchild"), settings=quick(), sink=io.StringIO()) as server:
+    with serve.Server(
+        standin("--die-after", "2", "--grandchild"), settings=quick(), sink=io.StringIO()
+    ) as server:
         pgid = server.proc.pid
         chat(server)
         chat(server)
@@ -128,18 +152,11 @@ def test_a_server_that_dies_mid_unit_makes_check_fail_with_its_log():
         assert group_members(pgid) == []  # what the dead server forked went with it
 
 
-class _Foreign(http.server.BaseHTTPRequestHandler):
+class _Foreign(JSONHandler):
     """Someone else's server on the port we wanted: healthy, but not ours."""
 
     def do_GET(self):
-        body = json.dumps({"data": [{"id": "someone-else"}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *a):
-        pass
+        self.send_json(200, {"data": [{"id": "someone-else"}]})
 
 
 def test_a_port_taken_by_another_server_is_not_mistaken_for_ours_and_another_port_is_used():
@@ -198,13 +215,19 @@ def test_the_vllm_command_line_carries_the_wrappers_settings(tmp_path):
     cmd = spec.command(8123, "served-x")
     assert cmd[:3] == ["/env/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
     flags = dict(zip(cmd[3::2], cmd[4::2], strict=False))
-    assert flags["--host"] == "127.0.0.1" and flags["--port"] == "8123" and flags["--served-model-name"] == "served-x"
+    assert (
+        flags["--host"] == "127.0.0.1"
+        and flags["--port"] == "8123"
+        and flags["--served-model-name"] == "served-x"
+    )
     assert flags["--tensor-parallel-size"] == "2" and flags["--max-model-len"] == "2048"
     assert json.loads(flags["--mm-processor-kwargs"]) == {"min_pixels": 3136, "max_pixels": 50176}
     assert json.loads(flags["--limit-mm-per-prompt"]) == {"image": 4}
     assert flags["--allowed-local-media-path"] == "/data" and cmd[-1] == "--enforce-eager"
     env = spec.environment({"PYTHONPATH": "/runners", "HOME": "/root"})
-    assert "PYTHONPATH" not in env and env["VLLM_CPU_KVCACHE_SPACE"] == "1" and env["HOME"] == "/root"
+    assert (
+        "PYTHONPATH" not in env and env["VLLM_CPU_KVCACHE_SPACE"] == "1" and env["HOME"] == "/root"
+    )
 
 
 # ---- the worker's ways to end: the server never outlives it --------------------------------------

@@ -12,22 +12,18 @@ phases: inference is watched by its `progress` events instead.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
+
+from . import settings
 
 HEARTBEAT_VAR = "SPECTRAVENV_HEARTBEAT"
 DEFAULT_SECONDS = 30.0
 
 
 def interval(environ: dict[str, str] | None = None) -> float:
-    raw = (os.environ if environ is None else environ).get(HEARTBEAT_VAR, "")
-    try:
-        value = float(raw) if raw else DEFAULT_SECONDS
-    except ValueError:
-        return DEFAULT_SECONDS
-    return value if value > 0 else DEFAULT_SECONDS
+    return settings.seconds(HEARTBEAT_VAR, DEFAULT_SECONDS, environ)
 
 
 class Heartbeat:

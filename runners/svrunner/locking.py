@@ -44,6 +44,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from . import settings
 from .files import read_json
 
 LEASE_VAR = "SPECTRAVENV_LOCK_LEASE"
@@ -85,12 +86,7 @@ def _process_start(pid: int) -> str | None:
 
 def default_lease(environ: dict[str, str] | None = None) -> float:
     """The lease new locks get: SPECTRAVENV_LOCK_LEASE seconds, default 120."""
-    raw = (os.environ if environ is None else environ).get(LEASE_VAR, "")
-    try:
-        value = float(raw) if raw else DEFAULT_LEASE
-    except ValueError:
-        return DEFAULT_LEASE
-    return value if value > 0 else DEFAULT_LEASE
+    return settings.seconds(LEASE_VAR, DEFAULT_LEASE, environ)
 
 
 def me(what: str, lease: float | None = None) -> dict[str, Any]:
