@@ -183,8 +183,10 @@ def choose(bench: Benchmark, opts: Options, lookup: Lookup, kept: str | None = N
         return judge, None
     if kept is None and opts.judge is None and need == "optional":
         return Judge(EXACT, why=f"exact matching: its default judge {name} needs {lack}"), None
-    advice = (f"add `{judge.key_var}=...` to the .env file, point --judge-base-url at an OpenAI-compatible "
-              f"server{'' if need == 'required' else ', or give --judge exact_matching'}")  # fmt: skip
+    ways = [f"add `{judge.key_var}=...` to the .env file", "point --judge-base-url at an OpenAI-compatible server"]
+    if need != "required":
+        ways.append("give --judge exact_matching")
+    advice = ", ".join(ways[:-1]) + f" or {ways[-1]}"
     return judge, f"{bench.name} is judged by {name}, which needs {lack}; {advice}"
 
 
