@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,8 +173,24 @@ def uv_error_line(stderr: str) -> str:
 
 def read(path: Path, env_name: str) -> list[LockedPackage]:
     """Parse a hash-locked requirements file; anything unpinned or unhashed is refused."""
+    redo = f"re-create it with `spectravenv lock {env_name}`"
+    packages = []
+    for lineno, name, version, hashes in _requirements(
+        _logical_lines(_lock_text(path, env_name)), path, redo
+    ):
+        if not hashes:
+            raise SpectravenvError(
+                f"{path}:{lineno}: {name}=={version} has no --hash; the lock is garbled, {redo}"
+            )
+        packages.append(LockedPackage(normalize(name), version, tuple(hashes)))
+    if not packages:
+        raise SpectravenvError(f"lock file {path} for env {env_name!r} pins no package; {redo}")
+    return packages
+
+
+def _lock_text(path: Path, env_name: str) -> str:
     try:
-        text = path.read_text()
+        return path.read_text()
     except FileNotFoundError:
         raise SpectravenvError(
             f"lock file {path} for env {env_name!r} is missing; create it with "
@@ -182,22 +199,9 @@ def read(path: Path, env_name: str) -> list[LockedPackage]:
     except (OSError, UnicodeDecodeError) as e:
         raise SpectravenvError(f"cannot read lock file {path}: {e}") from None
 
-    packages: list[LockedPackage] = []
-    current: tuple[str, str, int] | None = None
-    hashes: list[str] = []
 
-    def finish() -> None:
-        if current is None:
-            return
-        name, version, lineno = current
-        if not hashes:
-            raise SpectravenvError(
-                f"{path}:{lineno}: {name}=={version} has no --hash; the lock is garbled, "
-                f"re-create it with `spectravenv lock {env_name}`"
-            )
-        packages.append(LockedPackage(normalize(name), version, tuple(hashes)))
-
-    # Join backslash continuations so each requirement is one logical line.
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """(first line number, text) per requirement: comments dropped, backslash continuations joined."""
     logical: list[tuple[int, str]] = []
     buf, start = "", 0
     for lineno, raw in enumerate(text.splitlines(), 1):
@@ -211,9 +215,19 @@ def read(path: Path, env_name: str) -> list[LockedPackage]:
         if buf.strip():
             logical.append((start, buf.strip()))
         buf = ""
+    return logical
+
+
+def _requirements(
+    logical: list[tuple[int, str]], path: Path, redo: str
+) -> Iterator[tuple[int, str, str, list[str]]]:
+    """(line number, name, version, hashes) per pinned requirement; a `--hash` line belongs to
+    the requirement above it, other pip options are skipped."""
+    current: tuple[int, str, str, list[str]] | None = None
     for lineno, line in logical:
         if line.startswith("--hash"):
-            hashes += _HASH.findall(line)
+            if current is not None:
+                current[3].extend(_HASH.findall(line))
             continue
         if line.startswith("-"):
             continue  # pip options such as --index-url
@@ -221,17 +235,13 @@ def read(path: Path, env_name: str) -> list[LockedPackage]:
         if not m:
             raise SpectravenvError(
                 f"{path}:{lineno}: {line[:60]!r} is not a pinned requirement (name==version); "
-                f"the lock is garbled, re-create it with `spectravenv lock {env_name}`"
+                f"the lock is garbled, {redo}"
             )
-        finish()
-        current, hashes = (m["name"], m["version"], lineno), _HASH.findall(line)
-    finish()
-    if not packages:
-        raise SpectravenvError(
-            f"lock file {path} for env {env_name!r} pins no package; "
-            f"re-create it with `spectravenv lock {env_name}`"
-        )
-    return packages
+        if current is not None:
+            yield current
+        current = (lineno, m["name"], m["version"], _HASH.findall(line))
+    if current is not None:
+        yield current
 
 
 def digest(path: Path) -> str:
@@ -269,7 +279,7 @@ def split_for_base(
         raise SpectravenvError(
             f"env {env.name!r}: base_python {env.base_python} is Python {base.python}, but the "
             f"env is Python {env.python} (its lock is resolved for it); point base_python at a "
-            f"Python {env.python}, or set python = \"{base.python.rsplit('.', 1)[0]}\" and re-lock"
+            f'Python {env.python}, or set python = "{base.python.rsplit(".", 1)[0]}" and re-lock'
         )
     tf = base.version_of("transformers")
     if tf is not None and not same_version(tf, env.transformers):
@@ -292,7 +302,11 @@ def split_for_base(
         conflicts.sort(key=lambda c: (c[0].name not in ("torch", "transformers"), c[0].name))
         p, have = conflicts[0]
         others = [c[0].name for c in conflicts[1:]]
-        more = f" (and {len(others)} more: {', '.join(others[:5])}{', ...' if len(others) > 5 else ''})" if others else ""
+        more = (
+            f" (and {len(others)} more: {', '.join(others[:5])}{', ...' if len(others) > 5 else ''})"
+            if others
+            else ""
+        )
         head = (
             f"env {env.name!r} cannot run on base_python {env.base_python}: the base has "
             f"{p.name} {have}, but {env.lock.name} pins {p.name}=={p.version}{more}"
