@@ -74,7 +74,9 @@ class Model:
     blocked: str = ""  # why it cannot run from the shipped envs: refused at plan time, saying so
     evidence: str = ""  # why this env
     memory_note: str = ""  # where gpu_memory_gb comes from (declared, estimated)
-    verified: str = "none"  # none | lock builds | class imports | wrapper ran on a tiny checkpoint
+    # none | lock builds | class imports | wrapper ran on a tiny checkpoint | (API) wrapper ran
+    # against a loopback OpenAI-compatible server: what scripts/gen_catalog.py read in data/selftest
+    verified: str = "none"
     env_vars: tuple[str, ...] = ()  # variables an API wrapper reads (keys, base URLs: put them in .env)
 
 
