@@ -82,6 +82,65 @@ def test_a_worker_killed_without_a_word_leaves_the_view(tmp_path):
     assert tracker.view().workers == []
 
 
+def test_the_demo_training_shows_its_steps_and_no_bogus_finish_while_loading(tmp_path):
+    """The demo model trains for a minute inside the worker's model phase: its heartbeat's
+    counted steps show as "training k/N" with their own rate and ETA, and once the plan's estimate
+    has run out with nothing measured, the view says no finish rather than "in 0s"."""
+    import io
+
+    from rich.console import Console
+
+    run = rundir.RunDir(tmp_path / "run")
+    run.write_manifest({"models": ["demo-tiny-llava"], "benchmarks": ["DemoMCQ"], "limit": 8,
+                        "status": "running"})  # fmt: skip
+    run.write_job({"job_id": "demo-tiny-llava.w1", "model": {"name": "demo-tiny-llava"},
+                   "fingerprint": {"env": {"name": "tf437"}}})  # fmt: skip
+    tracker = progress.Tracker(run, shipped(tmp_path), estimate=5.0)
+    log = EventLog(str(run.events_file("demo-tiny-llava.w1")), "demo-tiny-llava.w1", 0)
+    t = tracker.began
+    log.emit("job_started", at=t, pid=os.getpid(), host=os.uname().nodename)
+    log.emit("alive", at=t + 1, phase="import", detail="import vlmeval")
+    log.emit("alive", at=t + 2, phase="model", detail="demo-tiny-llava")
+    for at, done in ((t + 3, 0), (t + 33, 120)):
+        log.emit("alive", at=at, phase="train", detail=f"training the demo model: step {done} of 500",
+                 done=done, total=500)  # fmt: skip
+    tracker.poll()
+    v = tracker.view(now=t + 33)
+    [w] = v.workers
+    assert (w.stage, w.benchmark, w.done, w.total) == ("training", None, 120, 500)
+    assert w.rate == pytest.approx(4.0) and w.eta == pytest.approx(95.0)  # 120 steps in 30 s
+    assert "training 120/500" in progress.worker_text(w, v.now)
+    assert v.left is None  # the plan said 5 s; nothing measured yet: no finish, not "in 0s"
+    text = progress.plain(v)
+    assert "expected finish" not in text and "in 0s" not in text
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None).print(progress.rich_view(v, 80))
+    [row] = [ln for ln in out.getvalue().splitlines() if ln.startswith("demo-tiny-llava.w1")]
+    assert "training" in row and "120/500" in row and "1m35s" in row, out.getvalue()
+    assert "done" not in out.getvalue().splitlines()[-1]  # the compact overall line: no finish
+
+    # Training over: the model phase again, then loaded; the steps are no longer shown.
+    log.emit("alive", at=t + 80, phase="model", detail="demo-tiny-llava")
+    tracker.poll()
+    [w] = tracker.view(now=t + 80).workers
+    assert (w.stage, w.total) == ("loading", None)
+    log.emit("model_loaded", at=t + 81, seconds=80.0)
+    log.emit("unit_started", at=t + 82, benchmark="DemoMCQ", unit=0, of=1, rows=8, reused=0)
+    log.emit("alive", at=t + 83, phase="dataset", detail="DemoMCQ")
+    tracker.poll()
+    [w] = tracker.view(now=t + 83).workers
+    assert (w.stage, w.benchmark, w.done, w.total) == ("inferring", "DemoMCQ", 0, 8)
+
+
+def test_the_plan_estimate_gives_the_finish_until_it_runs_out(tmp_path):
+    run = rundir.RunDir(tmp_path / "run")
+    run.write_manifest({"models": ["demo-tiny-llava"], "benchmarks": ["DemoMCQ"], "limit": 8,
+                        "status": "running"})  # fmt: skip
+    tracker = progress.Tracker(run, shipped(tmp_path), estimate=100.0)
+    assert tracker.view(now=tracker.began + 40).left == pytest.approx(60.0)
+    assert tracker.view(now=tracker.began + 100).left is None
+
+
 # ---- real runs ---------------------------------------------------------------------------------
 
 SLOW = '[models.slow-demo]\nenv = "tf437"\nbuiltin = "demo-tiny-llava"\ncpu = true\nkwargs = { sleep = 0.5 }\n'
