@@ -276,3 +276,45 @@ def test_the_live_view_fits_the_terminal_and_has_16_colours(tmp_path, width):
     colours = {c for c in codes if 30 <= c <= 37 or 90 <= c <= 97}
     assert len(colours) >= 3, codes
     assert not any(c in (38, 48) for c in codes)  # no 256-colour or truecolor sequences
+
+
+def test_the_display_on_an_80_column_16_colour_terminal(tmp_path, monkeypatch):
+    """The console a run draws on is rich's own reading of the terminal (COLUMNS, TERM): on an
+    80-column xterm (16 colours) no drawn line is wider than 80 and the colours are the standard
+    ANSI ones, for inferring and training workers alike."""
+    import io
+    import re
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for name in ("COLORTERM", "NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "LINES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("TERM", "xterm")
+    v = _view_with_workers(tmp_path)
+    run = rundir.RunDir(tmp_path / "run")
+    job = "demo-tiny-llava.w3"
+    run.write_job({"job_id": job, "model": {"name": "demo-tiny-llava"},
+                   "fingerprint": {"env": {"name": "tf437"}}})  # fmt: skip
+    log = EventLog(str(run.events_file(job)), job, 0)
+    log.emit("job_started", pid=os.getpid(), host=os.uname().nodename)
+    log.emit("alive", phase="train", detail="training the demo model: step 120 of 500",
+             done=120, total=500)  # fmt: skip
+    log.close()
+    tracker = progress.Tracker(run, shipped(tmp_path))
+    out = Terminal()
+    display = progress.Display(out, tracker)
+    display.refresh()
+    display.close()
+    text = out.getvalue()
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).replace("\r", "\n")
+    lines = [line for line in drawn.splitlines() if line.strip()]
+    assert len(v.workers) == 2, v  # the two inferring workers; the training one joins them
+    assert any("training" in line and "120/500" in line for line in lines), drawn
+    assert sum("tf437" in line for line in lines) >= 3, drawn  # three workers, none cut to "tf4…"
+    assert max(len(line) for line in lines) <= 80, drawn
+    codes = {int(c) for seq in re.findall(r"\x1b\[([0-9;]*)m", text) for c in seq.split(";") if c}
+    assert len({c for c in codes if 30 <= c <= 37 or 90 <= c <= 97}) >= 3, codes
+    assert not any(c in (38, 48) for c in codes)  # no 256-colour or truecolor sequences
