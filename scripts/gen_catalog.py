@@ -12,7 +12,8 @@ Inputs (all committed):
 - data/probes/<env>.json: what each env's VLMEvalKit really holds (scripts/probe_envs.py);
 - data/catalog_rules.toml: placements and needs the registry lacks or gets wrong, with evidence;
 - spectravenv/catalog/data/envs.toml and the locks: which envs exist, which packages they hold;
-- data/selftest/*.json, if present: which model families ran end to end on a tiny checkpoint;
+- data/selftest/*.json, if present: which model families ran end to end, and on what (a tiny
+  checkpoint; an API wrapper: a local stand-in server);
 - data/benchmark_rules.toml: for the benchmarks, what the probes cannot tell (see gen_benchmarks.py).
 The output is data: never edit it by hand; change an input and run this again.
 """
@@ -198,12 +199,13 @@ def load_probes() -> dict[str, dict[str, Any]]:
 
 
 def selftested() -> dict[str, dict[str, str]]:
-    """{env: {class: status}} from `spectravenv selftest --json` outputs, if any were committed."""
+    """{env: {class: the recipe it ran ok with}} from `spectravenv selftest --json` outputs, if
+    any were committed: the recipe says what it ran on (a tiny checkpoint or a stand-in server)."""
     out: dict[str, dict[str, str]] = {}
     for p in sorted(SELFTEST.glob("*.json")) if SELFTEST.is_dir() else []:
         for row in json.loads(p.read_text()).get("results", []):
             if row.get("status") == "ok":
-                out.setdefault(row["env"], {})[row["vlmeval_class"]] = "ok"
+                out.setdefault(row["env"], {})[row["vlmeval_class"]] = row.get("recipe", "")
     return out
 
 
@@ -266,32 +268,54 @@ def place(row: dict[str, str], envs: dict[str, dict[str, Any]], addons: dict[str
     if e.kind == "api":
         e.env, e.evidence = API_ENV, "an API model: no weights, no GPU; the env with VLMEvalKit's API SDKs"
     else:
-        rule = next((r for r in rules.get("place", []) if matches(r, name, family)), None)
-        floor = False
-        if rule is not None:
-            e.env, e.evidence = rule["env"], rule["evidence"]
-        else:
-            e.env, how, floor = env_for_version(row["transformers"], envs)
-            source = row["evidence"].split(" | ")[0]
-            e.evidence = f"{how} ({source})" if source and source != "none found" else how
-        # Check against what the env holds; a lower bound may move up to the next env.
-        if e.env is not None and in_release:
-            problems = probe_check(e, probes[e.env])
-            if problems and floor:
-                for up in next_envs(e.env, envs):
-                    if not probe_check(e, probes[up]):
-                        e.evidence += f"; moved to {up}: in {e.env}, " + "; ".join(problems)
-                        e.env, problems = up, []
-                        break
-            e.blocked += problems
-        elif e.env is None:
-            e.blocked.append(e.evidence + ": no env can be chosen")
+        choose_env(e, row, envs, probes, rules, in_release)
     if not in_release:
         e.blocked.append(f"not in VLMEvalKit {reference['vlmeval']} (the release every env pins); it needs a newer VLMEvalKit")
+    add_needs(e, row, kwargs, envs, addons, rules)
 
-    # Needs: the registry's column, the rules, and missing packages the probe saw.
+    probe = probes.get(e.env) if e.env else None
+    model = probe["models"].get(name) if probe else None
+    info = probe["classes"].get(f"{model['module']}:{model['class']}", {}) if model else {}
+    if "package flash_attn" in info.get("missing", []):
+        e.blocked.append("needs flash-attn: its code imports flash_attn itself (not only through transformers)")
+    e.module = model["module"] if model else row["module"]
+    e.multi_gpu = bool(info.get("multi_gpu"))
+    e.key_vars = info.get("env_vars", [])
+    set_memory(e, rules)
+    e.verified = verified(e, ran, in_release)
+    return e
+
+
+def choose_env(e: Entry, row: dict[str, str], envs: dict[str, dict[str, Any]], probes: dict[str, dict[str, Any]],
+               rules: dict[str, Any], in_release: bool) -> None:  # fmt: skip
+    """A local model's env (a placement rule's, else by its transformers version) and what the
+    env's probe says against it; a lower bound may move up to the next env."""
+    rule = next((r for r in rules.get("place", []) if matches(r, e.name, e.family)), None)
+    floor = False
+    if rule is not None:
+        e.env, e.evidence = rule["env"], rule["evidence"]
+    else:
+        e.env, how, floor = env_for_version(row["transformers"], envs)
+        source = row["evidence"].split(" | ")[0]
+        e.evidence = f"{how} ({source})" if source and source != "none found" else how
+    if e.env is not None and in_release:
+        problems = probe_check(e, probes[e.env])
+        if problems and floor:
+            for up in next_envs(e.env, envs):
+                if not probe_check(e, probes[up]):
+                    e.evidence += f"; moved to {up}: in {e.env}, " + "; ".join(problems)
+                    e.env, problems = up, []
+                    break
+        e.blocked += problems
+    elif e.env is None:
+        e.blocked.append(e.evidence + ": no env can be chosen")
+
+
+def add_needs(e: Entry, row: dict[str, str], kwargs: dict[str, Any], envs: dict[str, dict[str, Any]],
+              addons: dict[str, Any], rules: dict[str, Any]) -> None:  # fmt: skip
+    """Needs: the registry's column, the rules, and missing packages the probe saw."""
     packages = envs.get(e.env, {}).get("packages", set()) if e.env else set()
-    ruled = [r["need"] for r in rules.get("need", []) if matches(r, name, family)]
+    ruled = [r["need"] for r in rules.get("need", []) if matches(r, e.name, e.family)]
     hf = rules.get("hf_path", {})
     engines = [k for k in ("use_vllm", "use_lmdeploy") if kwargs.get(k)]
     if engines and e.cls in hf.get("classes", []):
@@ -315,38 +339,43 @@ def place(row: dict[str, str], envs: dict[str, dict[str, Any]], addons: dict[str
         e.needs.append(text)
         e.blocked.append("needs " + text)
 
-    probe = probes.get(e.env) if e.env else None
-    model = probe["models"].get(name) if probe else None
-    info = probe["classes"].get(f"{model['module']}:{model['class']}", {}) if model else {}
-    if "package flash_attn" in info.get("missing", []):
-        e.blocked.append("needs flash-attn: its code imports flash_attn itself (not only through transformers)")
-    e.module = model["module"] if model else row["module"]
-    e.multi_gpu = bool(info.get("multi_gpu"))
-    e.key_vars = info.get("env_vars", [])
 
-    # Memory
+def set_memory(e: Entry, rules: dict[str, Any]) -> None:
     if e.kind == "api":
         e.memory_gb, e.memory_note = 0.0, "an API model: nothing loaded locally"
+        return
+    declared = rules.get("memory", {}).get(e.name)
+    params = rules.get("params", {}).get(e.name) or params_in(e.name) or (params_in(e.checkpoint) if e.checkpoint else None)
+    e.params_b = params
+    if declared:
+        e.memory_gb, e.memory_note = float(declared["gb"]), declared["evidence"]
+    elif params:
+        e.memory_gb = estimate_memory(params)
+        e.memory_note = f"estimate: {params:g}B parameters in bf16 x 1.2 + 2 GB"
     else:
-        declared = rules.get("memory", {}).get(name)
-        params = rules.get("params", {}).get(name) or params_in(name) or (params_in(e.checkpoint) if e.checkpoint else None)
-        e.params_b = params
-        if declared:
-            e.memory_gb, e.memory_note = float(declared["gb"]), declared["evidence"]
-        elif params:
-            e.memory_gb = estimate_memory(params)
-            e.memory_note = f"estimate: {params:g}B parameters in bf16 x 1.2 + 2 GB"
-        else:
-            e.memory_gb, e.memory_note = 24.0, "unknown size: a 7B-class default"
+        e.memory_gb, e.memory_note = 24.0, "unknown size: a 7B-class default"
 
-    if e.env and not e.blocked:
-        if ran.get(e.env, {}).get(e.cls) == "ok":
-            e.verified = "wrapper ran on a tiny checkpoint"
-        elif in_release:
-            e.verified = "class imports"
-    elif e.env:
-        e.verified = "lock builds"
-    return e
+
+# What a selftest recipe that ran a wrapper against a local stand-in server (no checkpoint, see
+# runners/svrunner/tiny/api.py) verified; any other recipe ran it on a tiny checkpoint.
+STAND_INS = {"openai-local": "wrapper ran against a loopback OpenAI-compatible server"}
+
+
+def verified(e: Entry, ran: dict[str, dict[str, str]], in_release: bool) -> str:
+    """How far the model is verified: what its class's selftest ran on (data/selftest), else
+    whether its class imports in its env, else only that the env's lock builds."""
+    if not e.env:
+        return "none"
+    if e.blocked:
+        return "lock builds"
+    recipe = ran.get(e.env, {}).get(e.cls)
+    if recipe is not None:
+        if recipe in STAND_INS:
+            return STAND_INS[recipe]
+        if e.kind == "api":  # an API wrapper never loads a checkpoint: say what it did run against
+            return f"wrapper ran against a local stand-in server (selftest recipe {recipe})"
+        return "wrapper ran on a tiny checkpoint"
+    return "class imports" if in_release else "none"
 
 
 def toml_str(s: str) -> str:

@@ -45,29 +45,50 @@ def run(
     cwd: Path | None = None,
     timeout: float | None = None,
     check: bool = False,
+    tick: Callable[[], object] | None = None,
+    every: float = 1.0,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a tool to completion, capturing its output as text."""
+    """Run a tool to completion, capturing its output as text; `tick` is called every `every`
+    seconds while it runs (a long build says how far it is)."""
     argv = [str(c) for c in cmd]
     try:
-        proc = subprocess.run(
-            argv,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
+        child = subprocess.Popen(argv, env=dict(env) if env is not None else None, cwd=cwd, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)  # fmt: skip
     except FileNotFoundError:
         raise SpectravenvError(f"{argv[0]} not found; is it installed and on PATH?") from None
-    except subprocess.TimeoutExpired:
-        raise SpectravenvError(
-            f"{Path(argv[0]).name} did not answer within {timeout:g} s: {' '.join(argv[:4])}"
-        ) from None
+    with child:
+        try:
+            stdout, stderr = _communicate(child, timeout, tick, every)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            raise SpectravenvError(
+                f"{Path(argv[0]).name} did not answer within {timeout:g} s: {' '.join(argv[:4])}"
+            ) from None
+        except BaseException:  # Ctrl-C, or a tick that raised: the tool goes too
+            child.kill()
+            raise
+    proc = subprocess.CompletedProcess(argv, child.returncode, stdout, stderr)
     if check and proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         raise SpectravenvError(f"{Path(argv[0]).name} failed ({proc.returncode}): {tail[0]}")
     return proc
+
+
+def _communicate(child: subprocess.Popen[str], timeout: float | None, tick: Callable[[], object] | None,
+                 every: float) -> tuple[str, str]:  # fmt: skip
+    """The child's output once it ends; `tick()` every `every` seconds until then. Raises
+    TimeoutExpired after `timeout` seconds (communicate may be retried: no output is lost)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        wait = left if tick is None else every if left is None else min(every, left)
+        try:
+            return child.communicate(timeout=wait)
+        except subprocess.TimeoutExpired:
+            if tick is None or (deadline is not None and time.monotonic() >= deadline):
+                raise
+            tick()
 
 
 def keep_log(folder: Path, name: str, cmd: Sequence[object], proc: subprocess.CompletedProcess[str]) -> Path:

@@ -10,6 +10,7 @@ from spectravenv.catalog import loader
 from spectravenv.errors import SpectravenvError
 from spectravenv.paths import SHIPPED_LOCKS, Paths
 
+SERVED = "wrapper ran against a loopback OpenAI-compatible server"  # what the API selftest checks
 SEED_433 = {"qwen_chat", "mPLUG-Owl2", "monkey-chat", "XComposer", "XComposer2"}
 SEED_437 = {"llava_v1.5_7b", "llava_v1.5_13b"}
 SEED_BENCHMARKS = """MMBench_DEV_EN TextVQA_VAL GQA_TestDev_Balanced MMMU_DEV_VAL DocVQA_VAL
@@ -65,6 +66,8 @@ def test_every_registry_name_has_an_env_or_says_what_it_needs(tmp_path):
             assert m.verified == "lock builds"
             # It says what to install or add, or why nothing can.
             assert any(w in m.blocked for w in ("add it", "needs", "no env", "newer VLMEvalKit")), m.blocked
+        elif m.kind == "api":
+            assert m.verified in ("class imports", SERVED)
         else:
             assert m.verified in ("class imports", "wrapper ran on a tiny checkpoint")
     runnable = [r["name"] for r in registry if not cat.models[r["name"]].blocked]
@@ -85,6 +88,31 @@ def test_the_generated_catalog_is_what_its_inputs_give():
     proc = subprocess.run([sys.executable, REPO / "scripts" / "gen_catalog.py", "--check"],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+
+
+def test_verified_says_what_the_selftest_really_ran_on(tmp_path):
+    """'ran on a tiny checkpoint' only where a selftest ran the model's class on one (a local
+    model); an API model's wrapper ran against a local stand-in server, and says so."""
+    import json
+
+    from .conftest import REPO
+
+    ran: dict[tuple[str, str], set[str]] = {}
+    for p in (REPO / "data" / "selftest").glob("*.json"):
+        for row in json.loads(p.read_text())["results"]:
+            if row["status"] == "ok":
+                ran.setdefault((row["env"], row["vlmeval_class"]), set()).add(row["recipe"])
+    cat = load(tmp_path)
+    generated = [m for m in cat.models.values() if m.vlmeval_class]
+    on_tiny = [m for m in generated if m.verified == "wrapper ran on a tiny checkpoint"]
+    assert len(on_tiny) > 100
+    for m in on_tiny:
+        assert m.kind == "local" and (m.env, m.vlmeval_class) in ran, m.name
+    served = [m for m in generated if m.verified == SERVED]
+    assert "GPT4o" in {m.name for m in served}
+    for m in served:
+        assert m.kind == "api" and ran[(m.env, m.vlmeval_class)] == {"openai-local"}, m.name
+    assert not [m.name for m in generated if m.kind == "api" and "checkpoint" in m.verified]
 
 
 def test_user_file_adds_and_overrides(tmp_path):

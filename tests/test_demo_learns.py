@@ -8,10 +8,12 @@ Real CLI, real env, real VLMEvalKit prompt building and exact-matching evaluatio
 from __future__ import annotations
 
 import csv
+import subprocess
 from pathlib import Path
 
 import openpyxl
 import pytest
+from svrunner.protocol import read_events
 
 pytestmark = pytest.mark.heavy
 
@@ -71,3 +73,36 @@ def test_the_trained_demo_needs_the_image_and_the_question(demo_ws):
         some, every = predictions(limited, bench), predictions(run, bench)
         assert len(some) == 8 and some == {i: every[i] for i in some}
     assert (ckpt / "MANIFEST.json").stat().st_mtime_ns == manifest_mtime  # not retrained
+
+
+# The demo's first-use training as a worker runs it, with the worker's heartbeat installed.
+TRAIN = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from svrunner import heartbeat
+from svrunner.demo import ensure_demo_model
+from svrunner.protocol import EventLog
+log = EventLog(sys.argv[3], "demo-tiny-llava.w1", 0)
+heartbeat.install(heartbeat.Heartbeat(lambda phase, detail, **counts: log.emit("alive", phase=phase, detail=detail,
+                                                                                 **counts), 600))
+ensure_demo_model(sys.argv[2])
+"""
+
+
+def test_the_first_use_training_reports_its_steps(demo_ws, tmp_path):
+    """The live view shows "training k/N" while the demo trains: the training itself says how
+    far it is through the worker's heartbeat (tests/test_progress.py folds such events)."""
+    from .conftest import REPO
+
+    demo_ws.run("sync", "tf437", check=True)
+    built = (demo_ws.home / "envs").glob("tf437-*/bin/python")
+    python = max(built, key=lambda p: p.stat().st_mtime)
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.run([str(python), "-c", TRAIN, str(REPO / "runners"), str(tmp_path / "assets"), str(events)],
+                          env=demo_ws.env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    train = [e for e in read_events(events) if e["event"] == "alive" and e["phase"] == "train"]
+    assert (train[0]["done"], train[0]["total"]) == (0, 500)
+    steps = [e["done"] for e in train]
+    assert steps == sorted(steps) and len(steps) >= 4 and steps[-1] >= 400, steps
+    assert train[-1]["detail"] == f"training the demo model: step {steps[-1]} of 500"

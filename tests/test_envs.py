@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -75,6 +76,44 @@ def test_sync_of_a_ready_env_never_calls_uv(ws, monkeypatch):
     monkeypatch.setattr(procs, "run", forbidden)
     state = envs.ensure(cat.envs["tiny"], paths)
     assert state.state == "ready"
+
+
+def test_a_build_says_how_far_it_is_at_most_every_progress_period(ws, monkeypatch):
+    """A cold torch env builds for minutes after "building env ..."; the build says how far it
+    is (its step; while uv installs, the lock's packages in uv's cache and installed), one line
+    per period (30 s; shortened here)."""
+    paths, cat = in_process(ws)
+    monkeypatch.setattr(envs, "PROGRESS_EVERY", 0.4)
+    lines: list[tuple[float, str]] = []
+    envs.ensure(cat.envs["tiny"], paths, report=lambda text: lines.append((time.monotonic(), text)))
+    n = len(locks.read(ws.cwd / "tiny.lock", "tiny"))
+    ticks = [(t, text) for t, text in lines if text.startswith("still building")]
+    assert ticks, lines
+    shape = (r"still building env tiny: \d+s, (creating the venv|\d+ of (\d+) packages in uv's cache, "
+             r"\d+ installed|compiling its bytecode|checking that it imports)")  # fmt: skip
+    for _, text in ticks:
+        m = re.fullmatch(shape, text)
+        assert m and (m.group(2) is None or int(m.group(2)) == n), text
+    assert all(b - a >= 0.4 for (a, _), (b, _) in itertools.pairwise(ticks)), ticks
+    assert lines[0][1].startswith("building env tiny") and lines[-1][1].startswith("env tiny ready")
+
+
+def test_build_progress_counts_the_locks_packages_in_uvs_cache_and_installed(tmp_path, monkeypatch):
+    cache, tmp = tmp_path / "uv-cache", tmp_path / "env"
+    lock = [locks.LockedPackage(n, v, ("sha256:0",)) for n, v in
+            (("typing-extensions", "4.9.0"), ("pyyaml", "6.0.1"), ("torch", "2.1.2+cu121"))]  # fmt: skip
+    for folder in ("archive-v0/a/typing_extensions-4.9.0.dist-info", "archive-v0/b/PyYAML-6.0.1.dist-info",
+                   "archive-v0/c/PyYAML-5.4.dist-info", "archive-v0/d/six-1.16.0.dist-info",
+                   "lib/python3.10/site-packages/typing_extensions-4.9.0.dist-info"):  # fmt: skip
+        (cache if folder.startswith("archive") else tmp).joinpath(folder).mkdir(parents=True)
+    lines: list[str] = []
+    monkeypatch.setattr(envs, "PROGRESS_EVERY", 0.0)
+    progress = envs.BuildProgress("tf437", lock, tmp, cache, lines.append, step="installing")
+    progress.tick()
+    assert re.fullmatch(r"still building env tf437: \d+s, 2 of 3 packages in uv's cache, 1 installed", lines[-1])
+    monkeypatch.setattr(envs, "PROGRESS_EVERY", 30.0)
+    progress.tick()  # within the period: nothing more
+    assert len(lines) == 1
 
 
 def test_concurrent_syncs_build_once_and_all_succeed(ws):

@@ -129,3 +129,24 @@ def test_an_install_from_a_clone_or_a_wheel_records_what_it_was(tmp_path):
     vcs = {"url": "https://example.org/s.git", "vcs_info": {"vcs": "git", "commit_id": "c" * 40}}
     assert install_from(vcs, None, site)["commit"] == "c" * 40
     assert install_from(None, "d" * 64, site) == {"kind": "index", "sha256": "d" * 64}
+
+
+def test_a_long_tool_call_ticks_while_it_runs_and_still_times_out():
+    ticks: list[float] = []
+    code = "import sys, time; time.sleep(1.0); print('out'); print('err', file=sys.stderr)"
+    proc = procs.run(
+        [sys.executable, "-c", code], tick=lambda: ticks.append(time.monotonic()), every=0.2
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "out\n", "err\n")
+    assert 3 <= len(ticks) <= 6, ticks
+    assert procs.run([sys.executable, "-c", "pass"], tick=lambda: ticks.append(0.0)).returncode == 0
+
+    started = time.monotonic()
+    try:
+        sleeper = [sys.executable, "-c", "import time; time.sleep(30)"]
+        procs.run(sleeper, timeout=0.6, tick=lambda: None, every=0.2)
+    except procs.SpectravenvError as e:
+        assert "did not answer within 0.6 s" in str(e)
+    else:
+        raise AssertionError("no timeout")
+    assert time.monotonic() - started < 5

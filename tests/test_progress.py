@@ -82,6 +82,65 @@ def test_a_worker_killed_without_a_word_leaves_the_view(tmp_path):
     assert tracker.view().workers == []
 
 
+def test_the_demo_training_shows_its_steps_and_no_bogus_finish_while_loading(tmp_path):
+    """The demo model trains for a minute inside the worker's model phase: its heartbeat's
+    counted steps show as "training k/N" with their own rate and ETA, and once the plan's estimate
+    has run out with nothing measured, the view says no finish rather than "in 0s"."""
+    import io
+
+    from rich.console import Console
+
+    run = rundir.RunDir(tmp_path / "run")
+    run.write_manifest({"models": ["demo-tiny-llava"], "benchmarks": ["DemoMCQ"], "limit": 8,
+                        "status": "running"})  # fmt: skip
+    run.write_job({"job_id": "demo-tiny-llava.w1", "model": {"name": "demo-tiny-llava"},
+                   "fingerprint": {"env": {"name": "tf437"}}})  # fmt: skip
+    tracker = progress.Tracker(run, shipped(tmp_path), estimate=5.0)
+    log = EventLog(str(run.events_file("demo-tiny-llava.w1")), "demo-tiny-llava.w1", 0)
+    t = tracker.began
+    log.emit("job_started", at=t, pid=os.getpid(), host=os.uname().nodename)
+    log.emit("alive", at=t + 1, phase="import", detail="import vlmeval")
+    log.emit("alive", at=t + 2, phase="model", detail="demo-tiny-llava")
+    for at, done in ((t + 3, 0), (t + 33, 120)):
+        log.emit("alive", at=at, phase="train", detail=f"training the demo model: step {done} of 500",
+                 done=done, total=500)  # fmt: skip
+    tracker.poll()
+    v = tracker.view(now=t + 33)
+    [w] = v.workers
+    assert (w.stage, w.benchmark, w.done, w.total) == ("training", None, 120, 500)
+    assert w.rate == pytest.approx(4.0) and w.eta == pytest.approx(95.0)  # 120 steps in 30 s
+    assert "training 120/500" in progress.worker_text(w, v.now)
+    assert v.left is None  # the plan said 5 s; nothing measured yet: no finish, not "in 0s"
+    text = progress.plain(v)
+    assert "expected finish" not in text and "in 0s" not in text
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None).print(progress.rich_view(v, 80))
+    [row] = [ln for ln in out.getvalue().splitlines() if ln.startswith("demo-tiny-llava.w1")]
+    assert "training" in row and "120/500" in row and "1m35s" in row, out.getvalue()
+    assert "done" not in out.getvalue().splitlines()[-1]  # the compact overall line: no finish
+
+    # Training over: the model phase again, then loaded; the steps are no longer shown.
+    log.emit("alive", at=t + 80, phase="model", detail="demo-tiny-llava")
+    tracker.poll()
+    [w] = tracker.view(now=t + 80).workers
+    assert (w.stage, w.total) == ("loading", None)
+    log.emit("model_loaded", at=t + 81, seconds=80.0)
+    log.emit("unit_started", at=t + 82, benchmark="DemoMCQ", unit=0, of=1, rows=8, reused=0)
+    log.emit("alive", at=t + 83, phase="dataset", detail="DemoMCQ")
+    tracker.poll()
+    [w] = tracker.view(now=t + 83).workers
+    assert (w.stage, w.benchmark, w.done, w.total) == ("inferring", "DemoMCQ", 0, 8)
+
+
+def test_the_plan_estimate_gives_the_finish_until_it_runs_out(tmp_path):
+    run = rundir.RunDir(tmp_path / "run")
+    run.write_manifest({"models": ["demo-tiny-llava"], "benchmarks": ["DemoMCQ"], "limit": 8,
+                        "status": "running"})  # fmt: skip
+    tracker = progress.Tracker(run, shipped(tmp_path), estimate=100.0)
+    assert tracker.view(now=tracker.began + 40).left == pytest.approx(60.0)
+    assert tracker.view(now=tracker.began + 100).left is None
+
+
 # ---- real runs ---------------------------------------------------------------------------------
 
 SLOW = '[models.slow-demo]\nenv = "tf437"\nbuiltin = "demo-tiny-llava"\ncpu = true\nkwargs = { sleep = 0.5 }\n'
@@ -216,4 +275,46 @@ def test_the_live_view_fits_the_terminal_and_has_16_colours(tmp_path, width):
     codes = {int(c) for seq in re.findall(r"\x1b\[([0-9;]*)m", text) for c in seq.split(";") if c}
     colours = {c for c in codes if 30 <= c <= 37 or 90 <= c <= 97}
     assert len(colours) >= 3, codes
+    assert not any(c in (38, 48) for c in codes)  # no 256-colour or truecolor sequences
+
+
+def test_the_display_on_an_80_column_16_colour_terminal(tmp_path, monkeypatch):
+    """The console a run draws on is rich's own reading of the terminal (COLUMNS, TERM): on an
+    80-column xterm (16 colours) no drawn line is wider than 80 and the colours are the standard
+    ANSI ones, for inferring and training workers alike."""
+    import io
+    import re
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for name in ("COLORTERM", "NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "LINES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("TERM", "xterm")
+    v = _view_with_workers(tmp_path)
+    run = rundir.RunDir(tmp_path / "run")
+    job = "demo-tiny-llava.w3"
+    run.write_job({"job_id": job, "model": {"name": "demo-tiny-llava"},
+                   "fingerprint": {"env": {"name": "tf437"}}})  # fmt: skip
+    log = EventLog(str(run.events_file(job)), job, 0)
+    log.emit("job_started", pid=os.getpid(), host=os.uname().nodename)
+    log.emit("alive", phase="train", detail="training the demo model: step 120 of 500",
+             done=120, total=500)  # fmt: skip
+    log.close()
+    tracker = progress.Tracker(run, shipped(tmp_path))
+    out = Terminal()
+    display = progress.Display(out, tracker)
+    display.refresh()
+    display.close()
+    text = out.getvalue()
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).replace("\r", "\n")
+    lines = [line for line in drawn.splitlines() if line.strip()]
+    assert len(v.workers) == 2, v  # the two inferring workers; the training one joins them
+    assert any("training" in line and "120/500" in line for line in lines), drawn
+    assert sum("tf437" in line for line in lines) >= 3, drawn  # three workers, none cut to "tf4…"
+    assert max(len(line) for line in lines) <= 80, drawn
+    codes = {int(c) for seq in re.findall(r"\x1b\[([0-9;]*)m", text) for c in seq.split(";") if c}
+    assert len({c for c in codes if 30 <= c <= 37 or 90 <= c <= 97}) >= 3, codes
     assert not any(c in (38, 48) for c in codes)  # no 256-colour or truecolor sequences

@@ -148,6 +148,47 @@ def test_the_heartbeat_speaks_while_the_main_thread_is_busy_and_only_in_its_phas
     assert next(e["detail"] for e in alive if e["phase"] == "lock") == "waiting for dataset lock"
 
 
+# A wrapper's own long steps (the demo's first-use training) through the worker's heartbeat,
+# which it finds with current(): its steps as done/total, at most one event per STEP_EVERY.
+COUNTED = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from svrunner import heartbeat
+from svrunner.protocol import EventLog
+log = EventLog(sys.argv[2], "m.w1", 0)
+with heartbeat.counted_phase("train", "step {done} of {total}", 3) as step:
+    step(1)  # no worker's heartbeat installed yet: nothing is written
+heartbeat.STEP_EVERY = 0.2
+heartbeat.install(heartbeat.Heartbeat(lambda phase, detail, **counts: log.emit("alive", phase=phase, detail=detail,
+                                                                                 **counts), 60))
+beat = heartbeat.current()
+with beat.phase("model", "demo"):
+    with heartbeat.counted_phase("train", "training the demo model: step {done} of {total}", 40) as step:
+        for k in range(1, 41):
+            time.sleep(0.025)
+            step(k)
+print("done", flush=True)
+"""
+
+
+def test_a_counted_phase_reports_its_steps_through_the_workers_heartbeat(tmp_path):
+    events = tmp_path / "events.jsonl"
+    out = subprocess.run([sys.executable, "-c", COUNTED, str(REPO / "runners"), str(events)],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.stdout.strip() == "done", out.stderr
+    evs = read_events(events)
+    assert [e["phase"] for e in evs[:2]] == ["model", "train"]
+    train = [e for e in evs if e["phase"] == "train"]
+    assert (train[0]["done"], train[0]["total"]) == (0, 40)
+    assert train[0]["detail"] == "training the demo model: step 0 of 40"
+    steps = [e["done"] for e in train]
+    assert steps == sorted(steps) and all(e["total"] == 40 for e in train)
+    # 40 steps in about 1 s, one event at most every 0.2 s: a few, not 40.
+    assert 3 <= len(train) <= 8, steps
+    assert train[-1]["detail"] == f"training the demo model: step {train[-1]['done']} of 40"
+    assert "done" not in evs[0]  # a phase that counts nothing carries no counts
+
+
 # The heartbeat thread writes while the main thread imports vlmeval: pandas and numpy are then in
 # sys.modules before their classes exist (Python puts a module there before running its code).
 HALF_IMPORTED = """

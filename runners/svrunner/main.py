@@ -101,6 +101,7 @@ def main(argv: list[str]) -> int:
         return 2
     events = EventLog(job["events"], job["job_id"], 0, redactor)
     worker = Worker(job, events, heartbeat.interval())
+    heartbeat.install(worker.heartbeat)  # a wrapper's own long steps (the demo's training) beat too
     try:
         return run(job, worker, redactor)
     except (shutdown.Terminated, KeyboardInterrupt) as exc:

@@ -25,8 +25,9 @@ Kinds (fields beyond the common four):
     benchmark_failed   benchmark, stage (dataset|infer|eval|runner), error, traceback, oom
     job_failed         stage (job|setup|import|model|dispatch), error, traceback, oom [, source]
     job_done           ok, failed, seconds
-    alive              phase (import|model|dataset|lock|infer|merge|evaluate|...), detail: the
-                       runner is working in a phase that emits nothing else for a while
+    alive              phase (import|model|train|dataset|lock|infer|merge|evaluate|...), detail
+                       [, done, total: the steps of a phase that counts them]: the runner is
+                       working in a phase that emits nothing else for a while
 
 The same lines, another vocabulary (PREFETCH_KINDS): runners/prefetch_runner.py reports the
 download of one checkpoint to `spectravenv prefetch` (job_id is the repo, rank 0). Writer and

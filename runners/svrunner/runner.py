@@ -134,7 +134,8 @@ class Worker:
         self.pairs: dict[str, Pair] = {}
         self.failed: set[str] = set()  # benchmarks this worker saw fail
         self.redone: set[str] = set()  # pairs whose lost rows this worker sent back to inference
-        self.heartbeat = Heartbeat(lambda phase, detail: self.emit("alive", phase=phase, detail=detail),
+        self.heartbeat = Heartbeat(lambda phase, detail, **counts: self.emit("alive", phase=phase, detail=detail,
+                                                                              **counts),
                                    heartbeat_seconds)  # fmt: skip
 
     def emit(self, event: str, at: float | None = None, **fields: Any) -> float:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from spectravenv.catalog.suites import Suite
-from spectravenv.errors import SpectravenvError, did_you_mean
+from spectravenv.errors import SpectravenvError, did_you_mean, folded
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,9 @@ class Model:
     blocked: str = ""  # why it cannot run from the shipped envs: refused at plan time, saying so
     evidence: str = ""  # why this env
     memory_note: str = ""  # where gpu_memory_gb comes from (declared, estimated)
-    verified: str = "none"  # none | lock builds | class imports | wrapper ran on a tiny checkpoint
+    # none | lock builds | class imports | wrapper ran on a tiny checkpoint | (API) wrapper ran
+    # against a loopback OpenAI-compatible server: what scripts/gen_catalog.py read in data/selftest
+    verified: str = "none"
     env_vars: tuple[str, ...] = ()  # variables an API wrapper reads (keys, base URLs: put them in .env)
 
 
@@ -232,24 +234,53 @@ class Catalog:
     def models_of_env(self, env: str) -> list[str]:
         return sorted(m.name for m in self.models.values() if m.env == env)
 
-    def select_models(self, *, env: str | None = None, family: str | None = None,
+    def select_models(self, search: str | None = None, *, env: str | None = None, family: str | None = None,
                       kind: str | None = None, runnable: bool = False) -> list[Model]:  # fmt: skip
-        """Models matching every filter given, sorted by env then name; a filter value that
-        matches nothing known is an error with suggestions, never an empty answer."""
+        """Models matching every filter given, sorted by env then name. `search` is a part of
+        the name or family, `family` a part of the family (VLMEvalKit's registry group: `qwen`
+        stands for qwen_series, qwen2vl_series, ...), both in any case and without separators.
+        A filter value that matches nothing known is an error with suggestions, never an empty
+        answer."""
         if env is not None:
             self.env(env)
-        families = {m.family for m in self.models.values()}
-        if family is not None and family not in families:
-            raise SpectravenvError(f"unknown family {family!r}{did_you_mean(family, families)}; "
-                                   "`spectravenv models` shows each model's family")  # fmt: skip
         if kind not in (None, "local", "api"):
             raise SpectravenvError(f"--kind {kind!r}: give local or api")
+        families = self.families(family) if family is not None else None
+        found = self.search_models(search) if search else None
         return sorted(
             (m for m in self.models.values()
-             if (env is None or m.env == env) and (family is None or m.family == family)
+             if (env is None or m.env == env) and (families is None or m.family in families)
+             and (found is None or m.name in found)
              and (kind is None or m.kind == kind) and (not runnable or not m.blocked)),
             key=lambda m: (m.env, m.name),
         )  # fmt: skip
+
+    def families(self, typed: str) -> set[str]:
+        """The families a user's family name stands for: those holding it, case and separators
+        aside (`qwen` -> qwen_series, qwen2vl_series, qwen3vl_series, qwen3_5_series)."""
+        known = {m.family for m in self.models.values()}
+        chosen = {f for f in known if folded(typed) and folded(typed) in folded(f)}
+        if not chosen:
+            # Suggested as users type them: "qwen", not "qwen_series" (whose suffix makes
+            # difflib find "qwn" too far from it).
+            short = sorted(f.removesuffix("_series") for f in known)
+            raise SpectravenvError(f"no model family matches {typed!r}{did_you_mean(typed, short)}; "
+                                   "`spectravenv models` shows each model's family")  # fmt: skip
+        return chosen
+
+    def search_models(self, text: str) -> set[str]:
+        """The names of the models whose name or family holds `text` (case and separators aside)."""
+        typed = folded(text)
+        chosen = {
+            m.name
+            for m in self.models.values()
+            if typed and (typed in folded(m.name) or typed in folded(m.family))
+        }
+        if not chosen:
+            raise SpectravenvError(f"no model name or family holds {text!r}"
+                                   f"{did_you_mean(text, [*self.models, *{m.family for m in self.models.values()}])}; "
+                                   "try a shorter part of the name, or `spectravenv models` for them all")  # fmt: skip
+        return chosen
 
 
 def benchmark_record(b: Benchmark) -> dict[str, Any]:

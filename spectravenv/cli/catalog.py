@@ -13,14 +13,15 @@ from spectravenv.cli.common import context
 from spectravenv.console import plural, table
 
 if TYPE_CHECKING:  # the catalog is imported inside the commands: CLI start-up stays fast
-    from spectravenv.catalog.entries import Benchmark
+    from spectravenv.catalog.entries import Benchmark, Model
     from spectravenv.catalog.suites import Suite
 
 
 @click.command()
+@click.argument("search", required=False)
 @click.option("--env", "env_name", metavar="ENV", help="Only the models of this env.")
 @click.option(
-    "--family", help="Only this family (VLMEvalKit's registry groups, e.g. qwen2vl_series)."
+    "--family", help="Only this family: a part of VLMEvalKit's group name, e.g. qwen or internvl."
 )
 @click.option(
     "--kind", type=click.Choice(["local", "api"]), help="Only local (weights) or API models."
@@ -29,29 +30,68 @@ if TYPE_CHECKING:  # the catalog is imported inside the commands: CLI start-up s
 @click.option(
     "--json", "as_json", is_flag=True, help="One JSON record per model (env, needs, evidence, ...)."
 )
-def models(env_name, family, kind, runnable, as_json) -> None:
-    """List the models in the catalog: env, GPU memory, what each still needs, how far verified."""
+def models(search, env_name, family, kind, runnable, as_json) -> None:
+    """List the models in the catalog: env, GPU memory, what each still needs, how far verified.
+
+    SEARCH keeps those whose name or family holds it (any case, separators aside)."""
     from spectravenv.catalog import entries as catalog
     from spectravenv.console import table
 
     _, cat = context()
-    chosen = cat.select_models(env=env_name, family=family, kind=kind, runnable=runnable)
+    chosen = cat.select_models(search, env=env_name, family=family, kind=kind, runnable=runnable)
     if as_json:
         import json
 
         click.echo(json.dumps([catalog.model_record(m) for m in chosen], indent=1))
         return
+    if not chosen:  # each filter matches models, but none matches them all
+        given = [f"{k} {v}" for k, v in (("SEARCH", search), ("--env", env_name), ("--family", family),
+                                          ("--kind", kind)) if v] + ["--runnable"] * runnable  # fmt: skip
+        click.echo(f"no model matches {', '.join(given)} together; drop one of them")
+        return
     rows = [
         (m.name, m.env, m.family, "-" if m.kind == "api" else f"{m.gpu_memory_gb:g} GB",
-         "api" if m.kind == "api" else ("yes" if m.multi_gpu else ""),
-         m.verified if not m.blocked else "blocked: " + m.blocked[:70])
+         "api" if m.kind == "api" else ("yes" if m.multi_gpu else ""), model_status(m))
         for m in chosen
     ]  # fmt: skip
     click.echo(table(("model", "env", "family", "GPU memory", "spreads", "status"), rows))
     blocked = sum(1 for m in chosen if m.blocked)
     click.echo(
-        f"\n{len(chosen)} models, {len(chosen) - blocked} runnable; `--json` for needs and evidence"
+        f"\n{plural(len(chosen), 'model')}, {len(chosen) - blocked} runnable; `--json` for needs, evidence"
+        " and the whole reason a model is blocked"
     )
+
+
+STATUS_WIDTH = 72  # the status column's widest reason: the whole one is in --json
+
+
+def model_status(m: Model) -> str:
+    """The `models` status: how far verified, or why blocked as a whole phrase (see
+    short_reason), never text cut mid-sentence."""
+    if not m.blocked:
+        return m.verified
+    return "blocked: " + short_reason(m.blocked, STATUS_WIDTH)
+
+
+def short_reason(text: str, width: int) -> str:
+    """The first clause of a reason (up to its first ':' or ';' outside parentheses); when that
+    is wider than `width`, its part before a ',' and then before a '(' (outside parentheses),
+    and only then whole words of it."""
+    clause = _head(text, ":;")
+    for stops in (",", "("):
+        if len(clause) > width:
+            clause = _head(clause, stops)
+    return clause if len(clause) <= width else textwrap.shorten(clause, width, placeholder=" ...")
+
+
+def _head(text: str, stops: str) -> str:
+    """`text` up to the first of `stops` that is outside parentheses."""
+    depth = 0
+    for i, c in enumerate(text):
+        if c in stops and depth == 0:
+            return text[:i].strip()
+        depth += (c == "(") - (c == ")")
+    return text.strip()
 
 
 @click.command()

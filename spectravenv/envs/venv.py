@@ -16,9 +16,10 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from svrunner.locking import FileLock, LockBusy
 
 from spectravenv import procs
 from spectravenv.catalog.entries import Addon, Catalog, Env
+from spectravenv.console import duration
 from spectravenv.envs import locks
 from spectravenv.envs import marker as markers
 from spectravenv.envs.pythons import BaseInterpreter, find_python, inspect_base
@@ -254,9 +256,9 @@ def _sync_error(env: Env, stderr: str, paths: Paths, log: Path | None = None) ->
 VERIFY_SCRIPT = RUNNERS_DIR / "env_probe.py"
 
 
-def _verify(env: Env, python: Path, paths: Paths) -> dict[str, Any]:
+def _verify(env: Env, python: Path, paths: Paths, progress: BuildProgress) -> dict[str, Any]:
     cmd = [python, VERIFY_SCRIPT, *env.verify]
-    proc = procs.run(cmd, env=_child_env(), timeout=900)
+    proc = progress.run("checking that it imports", cmd, env=_child_env(), timeout=900)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         log = procs.keep_log(paths.logs, f"verify-{env.name}", cmd, proc)
@@ -276,6 +278,54 @@ def _child_env() -> dict[str, str]:
     env.pop("PYTHONPATH", None)
     env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # VLMEvalKit imports litellm offline
     return env
+
+
+PROGRESS_EVERY = 30.0  # seconds between "still building" lines: a log gets one line, not a flood
+
+
+@dataclass
+class BuildProgress:
+    """While an env builds (uv for minutes on a cold cache, then bytecode and the check), a
+    line every PROGRESS_EVERY seconds that says how far it is: the step, and while uv installs,
+    how many of the lock's packages are already in uv's cache (downloaded and unpacked) and in
+    the env's site-packages. Counted from the files, so it is true whatever uv prints."""
+
+    env: str
+    packages: list[locks.LockedPackage]
+    tmp: Path
+    cache: Path
+    report: Reporter
+    started: float = field(default_factory=time.monotonic)
+    step: str = "creating the venv"
+    last: float = field(default_factory=time.monotonic)
+
+    def run(self, step: str, cmd: list[Any], **kw: Any) -> subprocess.CompletedProcess[str]:
+        """procs.run for one step of the build, with its progress lines."""
+        self.step = step
+        return procs.run(cmd, tick=self.tick, every=min(1.0, PROGRESS_EVERY), **kw)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_EVERY:
+            return
+        self.last = now
+        what = self.step
+        if self.step == "installing":
+            wanted = {(p.name, p.version.lower()) for p in self.packages}
+            cached = len(wanted & _dist_infos(self.cache.glob("archive-v0/*/*.dist-info")))
+            site = self.tmp.glob("lib/python*/site-packages/*.dist-info")
+            installed = len(wanted & _dist_infos(site))
+            what = f"{cached} of {len(wanted)} packages in uv's cache, {installed} installed"
+        self.report(f"still building env {self.env}: {duration(now - self.started)}, {what}")
+
+
+def _dist_infos(folders: Iterator[Path]) -> set[tuple[str, str]]:
+    """(normalized name, version) of each `name-version.dist-info` folder."""
+    found = set()
+    for folder in folders:
+        name, _, version = folder.name.removesuffix(".dist-info").rpartition("-")
+        found.add((locks.normalize(name), version.lower()))
+    return found
 
 
 def _build(env: Env, key: str, paths: Paths, report: Reporter, base: BaseInterpreter | None = None) -> None:
@@ -300,6 +350,7 @@ def _build(env: Env, key: str, paths: Paths, report: Reporter, base: BaseInterpr
     report(f"building env {env.name} ({len(packages)} packages, Python {env.python}{on_base}{where}) ...")
     started = time.monotonic()
     uv = uv_env(paths)
+    progress = BuildProgress(env.name, needed, tmp, paths.uv_cache, report)
     offline: list[str] = []
     if wheelhouse is not None:
         # No index, no interpreter download, no network at all: a missing file is a clear error
@@ -309,7 +360,8 @@ def _build(env: Env, key: str, paths: Paths, report: Reporter, base: BaseInterpr
     try:
         # --relocatable: scripts find their Python relative to themselves, so the rename below
         # does not break them.
-        proc = procs.run(uv_cmd("venv", "--relocatable", "--python", python, tmp), env=uv)
+        cmd = uv_cmd("venv", "--relocatable", "--python", python, tmp)
+        proc = progress.run("creating the venv", cmd, env=uv)
         if proc.returncode != 0:
             raise _sync_error(env, proc.stderr, paths)
         source = env.lock
@@ -318,7 +370,7 @@ def _build(env: Env, key: str, paths: Paths, report: Reporter, base: BaseInterpr
             source.write_text(requirements)
         if needed:
             cmd = uv_cmd("pip", "sync", "--python", tmp / "bin" / "python", "--require-hashes", *offline, source)
-            proc = procs.run(cmd, env=uv)
+            proc = progress.run("installing", cmd, env=uv)
             if proc.returncode != 0:
                 raise _sync_error(env, proc.stderr, paths, procs.keep_log(paths.logs, "uv-sync", cmd, proc))
         site = next((tmp / "lib").glob("python*/site-packages"))
@@ -329,11 +381,11 @@ def _build(env: Env, key: str, paths: Paths, report: Reporter, base: BaseInterpr
         # Bytecode now, so no job pays for compiling `vlmeval` again; shared with every env that
         # has the same source files (runners/pyc_store.py), so a second env costs little.
         cmd = [tmp / "bin" / "python", PYC_STORE, site, paths.pyc_store]
-        proc = procs.run(cmd, env=_child_env())
+        proc = progress.run("compiling its bytecode", cmd, env=_child_env())
         if proc.returncode != 0:
             log = procs.keep_log(paths.logs, f"bytecode-{env.name}", cmd, proc)
             raise SpectravenvError(f"env {env.name!r}: compiling its bytecode failed (full output: {log})")
-        info = _verify(env, tmp / "bin" / "python", paths)
+        info = _verify(env, tmp / "bin" / "python", paths, progress)
         marker = {
             "env": env.name,
             "key": key,

@@ -11,6 +11,7 @@ sane rate with no control characters.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -115,59 +116,90 @@ class Tracker:
         return lines
 
     def _fold(self, worker: str, ev: dict[str, Any]) -> list[str]:
-        kind, now = ev["event"], float(ev.get("time") or time.time())
-        bench = ev.get("benchmark")
-        if kind == "job_started":
-            spec = self.run.job_spec(worker)
-            env = (spec.get("fingerprint", {}).get("env") or {}).get("name") or spec.get("model", {}).get("env", "?")
-            cvd = ev.get("cuda_visible_devices")
-            self.workers[worker] = WorkerLine(worker, events.job_model(self.run, worker), env,
-                                              f"gpu {cvd}" if cvd else "cpu", now, "loading",
-                                              pid=ev.get("pid"), host=ev.get("host"))  # fmt: skip
+        """One event into the view; returns the lines it makes worth scrolling up."""
+        if ev["event"] == "job_started":
+            self._job_started(worker, ev)
             return []
         w = self.workers.get(worker)
-        if w is None:
+        fold = FOLDS.get(ev["event"])
+        if w is None or fold is None:
             return []  # an attempt from before this view began, already counted in outcomes
-        key = (w.model, bench) if bench else None
-        pair = self.pairs.get(key) if key else None
-        if kind == "model_loaded":
-            w.stage = "ready"
-        elif kind == "benchmark_started" and key:
-            total = int(ev.get("total") or 0)
-            if pair is None or not pair.finished:
-                pair = self.pairs[key] = PairCount(total, units=pair.units if pair else {})
-        elif kind == "unit_started":
-            w.stage, w.benchmark = "inferring", bench
-            w.done, w.total = int(ev.get("reused") or 0), int(ev.get("rows") or 0)
+        return fold(self, w, ev) or []
+
+    def _job_started(self, worker: str, ev: dict[str, Any]) -> None:
+        spec = self.run.job_spec(worker)
+        env = (spec.get("fingerprint", {}).get("env") or {}).get("name") or spec.get("model", {}).get("env", "?")  # fmt: skip
+        cvd = ev.get("cuda_visible_devices")
+        self.workers[worker] = WorkerLine(worker, events.job_model(self.run, worker), env,
+                                          f"gpu {cvd}" if cvd else "cpu", _time(ev), "loading",
+                                          pid=ev.get("pid"), host=ev.get("host"))  # fmt: skip
+
+    def _pair(self, w: WorkerLine, ev: dict[str, Any]) -> PairCount | None:
+        bench = ev.get("benchmark")
+        return self.pairs.get((w.model, bench)) if bench else None
+
+    def _model_loaded(self, w: WorkerLine, ev: dict[str, Any]) -> None:
+        w.stage, w.done, w.total, w.rate, w._mark = "ready", 0, None, None, None
+
+    def _alive(self, w: WorkerLine, ev: dict[str, Any]) -> None:
+        """Before its first unit, a worker's heartbeat says what it does: loading its model, or a
+        phase that counts its steps (the demo's first-use training: "training 120/500")."""
+        stage = PHASES.get(ev.get("phase", ""))
+        if w.benchmark is not None or stage is None:
+            return  # inferring or later: its benchmark and samples say more
+        if ev.get("total") is None:
+            w.stage, w.done, w.total, w.rate, w._mark = stage, 0, None, None, None
+            return
+        if stage != w.stage:
             w.rate, w._mark = None, None
-            if pair is not None:
-                pair.units[int(ev.get("unit", 0))] = w.done
-        elif kind == "progress":
-            w.stage, w.benchmark = "inferring", bench
-            w.done, w.total = int(ev.get("done", 0)), ev.get("total")
-            if w._mark is None:
-                w._mark = (now, w.done)
-            elif now > w._mark[0] and w.done > w._mark[1]:
-                w.rate = (w.done - w._mark[1]) / (now - w._mark[0])
-            if pair is not None:
-                shard = ev.get("shard") or [0, 1]
-                pair.units[int(shard[0])] = w.done
-                if self.first is None:
-                    self.first = (now, self._done())
-        elif kind == "unit_done":
-            w.stage = "ready"
-            if pair is not None:
-                pair.units[int(ev.get("unit", 0))] = int(w.total or pair.units.get(int(ev.get("unit", 0)), 0))
-        elif kind == "benchmark_done" and key:
-            w.stage = "ready"
-            if pair is not None:
-                pair.finished = True
-            return [f"done    {w.model} x {bench}: {self._score(w.model, bench, ev)}"]
-        elif kind == "benchmark_failed":
-            return [f"FAILED  {w.model} x {bench}: {ev.get('error', '')}"]
-        elif kind in ("job_done", "job_failed"):
-            self.workers.pop(worker, None)
-        return []
+        w.stage = stage
+        _count(w, _time(ev), int(ev.get("done") or 0), int(ev["total"]))
+
+    def _benchmark_started(self, w: WorkerLine, ev: dict[str, Any]) -> None:
+        pair = self._pair(w, ev)
+        if ev.get("benchmark") and (pair is None or not pair.finished):
+            self.pairs[(w.model, ev["benchmark"])] = PairCount(int(ev.get("total") or 0),
+                                                               units=pair.units if pair else {})  # fmt: skip
+
+    def _unit_started(self, w: WorkerLine, ev: dict[str, Any]) -> None:
+        w.stage, w.benchmark = "inferring", ev.get("benchmark")
+        w.done, w.total = int(ev.get("reused") or 0), int(ev.get("rows") or 0)
+        w.rate, w._mark = None, None
+        pair = self._pair(w, ev)
+        if pair is not None:
+            pair.units[int(ev.get("unit", 0))] = w.done
+
+    def _progress(self, w: WorkerLine, ev: dict[str, Any]) -> None:
+        w.stage, w.benchmark = "inferring", ev.get("benchmark")
+        _count(w, _time(ev), int(ev.get("done", 0)), ev.get("total"))
+        pair = self._pair(w, ev)
+        if pair is not None:
+            shard = ev.get("shard") or [0, 1]
+            pair.units[int(shard[0])] = w.done
+            if self.first is None:
+                self.first = (_time(ev), self._done())
+
+    def _unit_done(self, w: WorkerLine, ev: dict[str, Any]) -> None:
+        w.stage = "ready"
+        pair = self._pair(w, ev)
+        if pair is not None:
+            unit = int(ev.get("unit", 0))
+            pair.units[unit] = int(w.total or pair.units.get(unit, 0))
+
+    def _benchmark_done(self, w: WorkerLine, ev: dict[str, Any]) -> list[str]:
+        if not ev.get("benchmark"):
+            return []
+        w.stage = "ready"
+        pair = self._pair(w, ev)
+        if pair is not None:
+            pair.finished = True
+        return [f"done    {w.model} x {ev['benchmark']}: {self._score(w.model, ev['benchmark'], ev)}"]
+
+    def _benchmark_failed(self, w: WorkerLine, ev: dict[str, Any]) -> list[str]:
+        return [f"FAILED  {w.model} x {ev.get('benchmark')}: {ev.get('error', '')}"]
+
+    def _job_ended(self, w: WorkerLine, ev: dict[str, Any]) -> None:
+        self.workers.pop(w.worker, None)
 
     def _score(self, model: str, bench: str, ev: dict[str, Any]) -> str:
         b = self.catalog.benchmarks.get(bench)
@@ -185,13 +217,45 @@ class Tracker:
         if self.first is not None and done > self.first[1] and now > self.first[0]:
             # Measured throughput of this run so far, all workers together.
             left = (total - done) / ((done - self.first[1]) / (now - self.first[0]))
-        elif self.estimate is not None:
-            left = max(self.estimate - (now - self.began), 0.0)
+        elif self.estimate is not None and self.estimate > now - self.began:
+            # The plan's guess, until speeds are measured; once it has run out (a model loading
+            # or training longer than planned) the finish is not known, never "in 0s".
+            left = self.estimate - (now - self.began)
         finished = sum(p.finished for p in self.pairs.values())
         for w in [w for w in self.workers.values() if _gone(w)]:
             del self.workers[w.worker]  # killed without a last word
         return View(sorted(self.workers.values(), key=lambda w: w.worker), done, total, finished,
                     len(self.pairs), now - self.began, left, now)  # fmt: skip
+
+
+# How each event after a worker's job_started changes the view (Tracker._fold).
+FOLDS: dict[str, Callable[[Tracker, WorkerLine, dict[str, Any]], list[str] | None]] = {
+    "model_loaded": Tracker._model_loaded,
+    "alive": Tracker._alive,
+    "benchmark_started": Tracker._benchmark_started,
+    "unit_started": Tracker._unit_started,
+    "progress": Tracker._progress,
+    "unit_done": Tracker._unit_done,
+    "benchmark_done": Tracker._benchmark_done,
+    "benchmark_failed": Tracker._benchmark_failed,
+    "job_done": Tracker._job_ended,
+    "job_failed": Tracker._job_ended,
+}
+# The heartbeat phases before a worker's first unit that the view shows, as its stage.
+PHASES = {"model": "loading", "train": "training"}
+
+
+def _time(ev: dict[str, Any]) -> float:
+    return float(ev.get("time") or time.time())
+
+
+def _count(w: WorkerLine, now: float, done: int, total: int | None) -> None:
+    """The worker's count (samples, or steps of a phase) and its rate since the first count."""
+    w.done, w.total = done, total
+    if w._mark is None:
+        w._mark = (now, done)
+    elif now > w._mark[0] and done > w._mark[1]:
+        w.rate = (done - w._mark[1]) / (now - w._mark[0])
 
 
 def _gone(w: WorkerLine) -> bool:
@@ -213,7 +277,10 @@ def _clock(t: float) -> str:
 def worker_text(w: WorkerLine, now: float) -> str:
     from spectravenv.console import duration
 
-    what = w.stage if not w.benchmark else f"{w.benchmark} {w.done}/{w.total if w.total is not None else '?'}"
+    if w.benchmark:
+        what = f"{w.benchmark} {w.done}/{w.total if w.total is not None else '?'}"
+    else:
+        what = w.stage if w.total is None else f"{w.stage} {w.done}/{w.total}"
     rate = f"{w.rate:.2f}/s" if w.rate else "-"
     eta = duration(w.eta) if w.eta is not None else "-"
     return f"{w.worker} {w.env} {w.where}: {what}, {rate}, unit ETA {eta}, up {duration(now - w.started)}"

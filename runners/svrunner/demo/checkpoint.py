@@ -19,6 +19,7 @@ import tempfile
 from typing import Any
 
 from ..files import sha256_file
+from ..heartbeat import counted_phase
 from ..locking import FileLock
 from . import architecture, datasets, png, prompts, scenes, training
 
@@ -82,7 +83,11 @@ def _trained(config: dict[str, Any], target: str) -> tuple[Any, tuple[Any, Any, 
                 parts = (model.vision_tower, model.multi_modal_projector, model.language_model)
             else:
                 parts = architecture.composite(config)
-            stats = training.train(*parts, config, tokenizer, image_processor)
+            # A first use trains for a minute inside the worker's model phase: its steps go
+            # to the live view through the worker's heartbeat (none outside a worker).
+            with counted_phase("train", "training the demo model: step {done} of {total}",
+                               training.TRAIN_STEPS) as step:  # fmt: skip
+                stats = training.train(*parts, config, tokenizer, image_processor, on_step=step)
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)

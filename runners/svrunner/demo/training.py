@@ -13,6 +13,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .architecture import image_features
@@ -120,8 +121,9 @@ def _add_dataset_loss(loss: Any, batch: tuple[Any, ...], p: int, parts: tuple[An
 
 
 def train(vision: Any, projector: Any, lm: Any, cfg: dict[str, Any], tokenizer: Any,
-          image_processor: Any) -> dict[str, Any]:  # fmt: skip
-    """Teach the model to answer ``<letter></s>``; returns training statistics."""
+          image_processor: Any, on_step: Callable[[int], Any] = lambda done: None) -> dict[str, Any]:  # fmt: skip
+    """Teach the model to answer ``<letter></s>``; returns training statistics. `on_step` hears
+    the number of steps done after each (the worker's heartbeat: the live view shows them)."""
     import torch
 
     started = time.time()
@@ -145,6 +147,7 @@ def train(vision: Any, projector: Any, lm: Any, cfg: dict[str, Any], tokenizer: 
         opt.step()
         if step % 25 == 0 or step == TRAIN_STEPS - 1:
             _record(stats, step, loss, correct / (4 * SCENES_PER_STEP * len(data)))
+        on_step(step + 1)
     for m in modules:
         m.eval()
     stats["seconds"] = round(time.time() - started, 2)
