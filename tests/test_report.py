@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from spectravenv.catalog.entries import Benchmark, Catalog, Model
-from spectravenv.report import cells, latex
+from spectravenv.report import cells, latex, write
 from spectravenv.report.markdown import paste_table, render_markdown
 from spectravenv.results import document
 from spectravenv.results import reported as reported_scores
@@ -75,6 +75,9 @@ def test_every_score_has_its_interval_and_sample_count():
     md = render_markdown(doc)
     assert "75.0 ± " in md or "75.0 [" in md
     assert "| 8 of 24 |" in md
+    console = write.console_summary(doc)
+    mmb = next(ln for ln in console.splitlines() if " MMB " in ln)
+    assert mmb.count("8 of 24") == 1 and f"75.0 {cells.interval(75.0, iv)}" in mmb  # its own column, once
 
 
 def test_average_and_rank_cover_only_the_shared_benchmarks():

@@ -38,7 +38,7 @@ def console_summary(doc: dict[str, Any]) -> str:
     for p in doc["pairs"]:
         reported = "; ".join(f"{r['score']:g} {r['source_kind']} ({cells.signed(r['delta'])}{', gap' if r['flagged'] else ''})"
                              for r in p["reported"])  # fmt: skip
-        rows.append((p["model"], p["benchmark"], p["status"], p["metric"], cells.pair(p) if p["status"] == "done" else p["status"],
+        rows.append((p["model"], p["benchmark"], p["status"], p["metric"], cells.with_interval(p["value"], p["interval"]) if p["status"] == "done" else p["status"],
                      cells.samples(p), duration(p["duration_s"]) if p["duration_s"] else "-",
                      reported or "-", (p["error"] or p["note"] or p["interval_note"])[:60]))  # fmt: skip
     return table(("model", "benchmark", "status", "metric", "score (95% CI)", "samples", "time",
