@@ -19,6 +19,8 @@ from spectravenv.results import reported as reported_scores
 from spectravenv.results.rows import Row
 from spectravenv.results.uncertainty import interval
 
+from .conftest import unavailable
+
 CATALOG = Catalog(
     envs={},
     models={"qwen": Model("qwen", env="tf437", vlmeval_name="Qwen2-VL-7B-Instruct")},
@@ -127,9 +129,8 @@ def test_latex_table_structure_and_paste_table():
 
 
 def test_latex_table_compiles():
-    exe = shutil.which("pdflatex")
-    if exe is None:
-        pytest.skip("no pdflatex here: apt-get install texlive-latex-recommended (booktabs)")
+    if shutil.which("pdflatex") is None:
+        unavailable("no pdflatex here: apt-get install texlive-latex-recommended (booktabs)")
     rows = [row("m_1", "MMB", 80.0, "r", 8, n=8, hits=8), row("m&2", "MMB", 62.5, "r", 8, n=8, hits=5)]
     doc = document.build(rows, [("r", manifest("r", 8))], CATALOG)
     return_code = _compile(latex.standalone(latex.render(doc)))

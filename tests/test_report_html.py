@@ -23,7 +23,7 @@ from spectravenv.report import html as report_html
 from spectravenv.results import document as results_json
 from spectravenv.results.rows import Row
 
-from .conftest import Workspace
+from .conftest import Workspace, unavailable
 
 # ---- helpers: the browser, its DOM, its screenshot --------------------------------------------
 
@@ -33,9 +33,7 @@ def chromium() -> str:
         exe = shutil.which(name)
         if exe:
             return exe
-    if os.environ.get("CI") == "true":
-        pytest.fail("chromium is missing: .ci/run installs it (apt-get install -y chromium)")
-    pytest.skip("needs a headless Chromium: apt-get install -y chromium")
+    unavailable("needs a headless Chromium: apt-get install -y chromium")
 
 
 def browser(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
