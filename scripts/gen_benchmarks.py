@@ -121,9 +121,15 @@ def modality_of(name: str, entry: dict[str, Any], rules: dict[str, Any]) -> str:
 
 
 def blocked_of(b: Bench, rules: dict[str, Any]) -> str:
+    """The reason of the first rule that fits; '' when it runs."""
     for rule in rules.get("blocked", []):
-        if rule.get("modality", b.modality) == b.modality and rule.get("vlmeval_type", b.vlmeval_type) == b.vlmeval_type:
-            return rule["reason"]
+        fits = (rule.get("modality", b.modality) == b.modality
+                and rule.get("vlmeval_type", b.vlmeval_type) == b.vlmeval_type
+                and b.cls in rule.get("class", [b.cls])
+                and matches(b.name, rule.get("match"))
+                and (rule.get("frames") != "none" or (b.frames is None and b.fps is None)))  # fmt: skip
+        if fits:
+            return "" if rule.get("runs") else rule["reason"].replace("{class}", b.cls)
     return ""
 
 
@@ -182,8 +188,8 @@ def build(name: str, probes: dict[str, dict[str, Any]], rules: dict[str, Any]) -
     if b.inference_only:
         b.headline = {"none": NO_ANSWERS}
         b.judge, b.judge_need, b.judge_evidence = None, "none", NO_ANSWERS
-    b.blocked = blocked_of(b, rules)
     b.frames, b.fps = frames_of(entry, facts) if b.modality == "video" else (None, None)
+    b.blocked = blocked_of(b, rules)
     b.decoders, b.decoders_missing = decoders_of(name, probes, envs)
     b.parts = entry.get("parts") or []
     if facts["standard"] and entry["url"] and not b.parts:

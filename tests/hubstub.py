@@ -5,8 +5,9 @@ huggingface_hub 0.36 and 2.x: `HfApi.model_info`, `hf_hub_download`):
 
 - `GET /api/models/{org}/{name}[/revision/{rev}]` -> `{"id", "sha", "siblings": [{"rfilename",
   "size", "blobId", "lfs": {"sha256", "size", "pointerSize"}}], ...}` (what `?blobs=true` adds is
-  always there);
-- `HEAD|GET /{org}/{name}/resolve/{rev}/{path}` with `X-Repo-Commit`, `ETag` (the git blob id of a
+  always there); a dataset repo (`add_repo(..., repo_type="dataset")`, what `snapshot_download(
+  repo_type="dataset")` asks) the same under `/api/datasets/`;
+- `HEAD|GET /{org}/{name}/resolve/{rev}/{path}` (a dataset's under `/datasets/`) with `X-Repo-Commit`, `ETag` (the git blob id of a
   regular file), `X-Linked-Etag` / `X-Linked-Size` (the sha256 and size of an LFS file), and
   `Range` requests answered with 206 and `Content-Range`;
 - errors as the hub sends them: 401 with `X-Error-Code: GatedRepo` for a gated repo without
@@ -53,6 +54,7 @@ class StubRepo:
     repo_id: str
     files: dict[str, StubFile]
     gated: bool = False
+    repo_type: str = "model"  # or "dataset"
 
     @property
     def sha(self) -> str:
@@ -113,10 +115,11 @@ class HubStub:
 
     # -- content ------------------------------------------------------------------------------
 
-    def add_repo(self, repo_id: str, files: dict[str, bytes], *, gated: bool = False) -> StubRepo:
+    def add_repo(self, repo_id: str, files: dict[str, bytes], *, gated: bool = False,
+                 repo_type: str = "model") -> StubRepo:  # fmt: skip
         stub = {n: StubFile(d, len(d) > LFS_THRESHOLD or n.endswith((".safetensors", ".bin")))
                 for n, d in files.items()}  # fmt: skip
-        self.repos[repo_id] = StubRepo(repo_id, stub, gated)
+        self.repos[repo_id] = StubRepo(repo_id, stub, gated, repo_type)
         return self.repos[repo_id]
 
     def add_file(self, path: str, data: bytes, content_type: str | None = None) -> str:
@@ -158,6 +161,7 @@ class StubHandler(BaseHTTPRequestHandler):
 
     stub: HubStub
     protocol_version = "HTTP/1.1"
+    repo_type = "model"  # of the request being answered: a path under /datasets/ asks a dataset
 
     def log_message(self, *args: object) -> None:
         pass
@@ -195,13 +199,15 @@ class StubHandler(BaseHTTPRequestHandler):
                                   "authorization": self.headers.get("Authorization")})  # fmt: skip
         if path in self.stub.redirects:
             return self._redirect(self.stub.redirects[path])
-        m = re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?", path)
+        m = re.fullmatch(r"/api/(models|datasets)/([^/]+/[^/]+)(?:/revision/([^/]+))?", path)
         if m:
-            return self._api(unquote(m.group(1)), unquote(m.group(2) or "main"))
-        m = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
+            self.repo_type = m.group(1)[:-1]
+            return self._api(unquote(m.group(2)), unquote(m.group(3) or "main"))
+        m = re.fullmatch(r"/(datasets/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
         if m:
+            self.repo_type = "dataset" if m.group(1) else "model"
             return self._resolve(
-                unquote(m.group(1)), unquote(m.group(2)), unquote(m.group(3)), path, body
+                unquote(m.group(2)), unquote(m.group(3)), unquote(m.group(4)), path, body
             )
         name = path[len("/files/") :]
         if path.startswith("/files/") and name in self.stub.files:
@@ -219,7 +225,7 @@ class StubHandler(BaseHTTPRequestHandler):
 
     def _repo(self, repo_id: str, rev: str) -> StubRepo | None:
         repo = self.stub.repos.get(repo_id)
-        if repo is None:
+        if repo is None or repo.repo_type != self.repo_type:
             self._error(401, "RepoNotFound", "Repository not found")
             return None
         if repo.gated and not self._authorised():

@@ -57,11 +57,17 @@ class Kit:
         import vlmeval.inference as inference
         from vlmeval.dataset import DATASET_CLASSES, build_dataset
         from vlmeval.inference import infer_data, infer_data_job
+        from vlmeval.inference_video import infer_data as infer_data_video
+        from vlmeval.inference_video import infer_data_job_video
         from vlmeval.smp import dump, get_pred_file_path, load
 
         self.build_dataset = build_dataset
         self.infer_data = infer_data
         self.infer_data_job = infer_data_job
+        # Video datasets (MODALITY VIDEO) go through VLMEvalKit's own video path, as run.py does:
+        # the dataset samples the frames in build_prompt, the model gets them as images.
+        self.infer_data_video = infer_data_video
+        self.infer_data_job_video = infer_data_job_video
         self.infer_params = set(inspect.signature(infer_data_job).parameters)
         self.load, self.dump = load, dump
         self.fail_msg = getattr(inference, "FAIL_MSG", DEFAULT_FAIL_MSG)

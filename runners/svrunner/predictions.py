@@ -207,10 +207,12 @@ class Merged:
     failed: list[Any] = field(default_factory=list)  # rows whose answer is the failure message
 
 
-def merge_units(kit: Kit, pair_dir: str, model: str, dname: str, shards: int, rows: list[Any]) -> Merged:
+def merge_units(kit: Kit, pair_dir: str, model: str, dname: str, shards: int, rows: list[Any],
+                rank_file: str | None = None) -> Merged:  # fmt: skip
     """Every row's prediction, from the archive, _PREV.pkl and the units' files (later ones win),
     into the rank file that VLMEvalKit's infer_data_job (world size 1) reads, when every row has
-    an answer that is no failure."""
+    an answer that is no failure. `rank_file`: its name where it is not `01_<dname>.pkl`
+    (infer_data_job_video names it after the prediction file)."""
     by_str = {str(k): v for k, v in _load_archive(os.path.join(pair_dir, ARCHIVE)).items()}
     paths = [os.path.join(pair_dir, f"{model}_{dname}_PREV.pkl")]
     paths += [unit_file(pair_dir, shards, k) for k in range(shards)]
@@ -219,7 +221,8 @@ def merge_units(kit: Kit, pair_dir: str, model: str, dname: str, shards: int, ro
     out = Merged(len(rows), [r for r in rows if str(r) not in by_str])
     out.failed = [r for r in rows if str(r) in by_str and kit.is_failed(_clean(by_str[str(r)]))]
     if not out.missing and not out.failed:
-        write_atomic(os.path.join(pair_dir, f"01_{dname}.pkl"), pickle.dumps({r: by_str[str(r)] for r in rows}))
+        name = rank_file or f"01_{dname}.pkl"
+        write_atomic(os.path.join(pair_dir, name), pickle.dumps({r: by_str[str(r)] for r in rows}))
     return out
 
 

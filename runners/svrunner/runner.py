@@ -110,6 +110,11 @@ class Pair:
         self.shards: int = int(bench.get("shards", 1))
         self.full_data = dataset.data  # the rows after the limit; units take slices of it
         self.digest = fingerprint.digest(fingerprint_parts)
+        # A video dataset runs through VLMEvalKit's video path, which files its _PREV.pkl under
+        # the class's dataset name (`Video-MME`), not the config name the pair has
+        # (`Video-MME_8frame`), and its rank file under the prediction file's stem.
+        self.video = getattr(dataset, "MODALITY", "IMAGE") == "VIDEO"
+        self.kit_name: str = str(getattr(dataset, "dataset_name", self.name))
 
     def unit_rows(self, index: int) -> list[Any]:
         """Row i goes to unit i % shards."""
@@ -223,13 +228,18 @@ class Worker:
         if ds is None:
             raise RuntimeError(f"build_dataset({name!r}) returned None: not a VLMEvalKit dataset and no "
                                f"usable {name}.tsv in LMUData ({self.job['data_root']})")  # fmt: skip
-        if getattr(ds, "MODALITY", "IMAGE") == "VIDEO" or getattr(ds, "TYPE", None) == "MT":
-            raise NotImplementedError(f"{name}: video and multi-turn datasets are not supported by "
-                                      "the runner yet")  # fmt: skip
+        if getattr(ds, "TYPE", None) == "MT":
+            raise NotImplementedError(f"{name}: multi-turn datasets are not supported by the runner yet")
+        if getattr(ds, "MODALITY", "IMAGE") == "VIDEO" and getattr(ds, "pack", False):
+            # VLMEvalKit's infer_data asserts it too: packed videos are for API models only
+            raise NotImplementedError(f"{name}: packed video datasets (several questions per video "
+                                      "in one prompt) are not supported by the runner")  # fmt: skip
         return ds
 
     def fingerprint_parts(self, dataset: Any, name: str) -> dict[str, Any]:
-        path = getattr(dataset, "data_path", None) or os.path.join(self.job["data_root"], f"{name}.tsv")
+        # data_file: where a video dataset's TSV is (its snapshot folder, not LMUData)
+        path = (getattr(dataset, "data_path", None) or getattr(dataset, "data_file", None)
+                or os.path.join(self.job["data_root"], f"{name}.tsv"))  # fmt: skip
         return {**self.job.get("fingerprint", {}), "checkpoint": self.checkpoint,
                 "dataset": self.dataset_digest(path), **judging.fingerprint_part(self.job, name)}  # fmt: skip
 
@@ -425,15 +435,29 @@ class Worker:
         self._reseed()
         monitor = GenerateMonitor(self.model, self.events, p.name, done=done_before, total=len(mine),
                                   fail_msg=self.kit.fail_msg, shard=[unit.index, p.shards] if p.shards > 1 else None)  # fmt: skip
+        infer = self.kit.infer_data_video if p.video else self.kit.infer_data
         try:
-            self.kit.infer_data(model=self.model, model_name=self.model_name, work_dir=p.pair_dir, dataset=p.dataset,
-                                out_file=out_file, api_nproc=int(self.job["nproc"]))  # fmt: skip
+            self._mirror_prev(p)
+            infer(model=self.model, model_name=self.model_name, work_dir=p.pair_dir, dataset=p.dataset,
+                  out_file=out_file, api_nproc=int(self.job["nproc"]))  # fmt: skip
         except Exception as exc:
             return failure_info(exc)
         finally:
             monitor.uninstall()
             p.dataset.data = p.full_data
         return monitor.failure
+
+    def _mirror_prev(self, p: Pair) -> None:
+        """The pair's seeded _PREV.pkl under the name VLMEvalKit's video path reads it by."""
+        if p.kit_name == p.name:
+            return
+        src = os.path.join(p.pair_dir, f"{self.model_name}_{p.name}_PREV.pkl")
+        dst = os.path.join(p.pair_dir, f"{self.model_name}_{p.kit_name}_PREV.pkl")
+        if os.path.exists(src):
+            with open(src, "rb") as fh:
+                write_atomic(dst, fh.read())
+        elif os.path.exists(dst):
+            os.remove(dst)
 
     # -- the pair's evaluation, once all its shards are in --
     def evaluate_pair(self, bench: dict[str, Any], unit: units.Unit, lock: Any) -> bool:
@@ -469,7 +493,8 @@ class Worker:
         None when rows were lost (a torn file) and their units go back to inference; False when
         the pair failed."""
         kit = self.kit
-        merged = predictions.merge_units(kit, p.pair_dir, self.model_name, p.name, p.shards, p.rows)
+        rank_file = f"01_{os.path.splitext(os.path.basename(p.pred_file))[0]}.pkl" if p.video else None
+        merged = predictions.merge_units(kit, p.pair_dir, self.model_name, p.name, p.shards, p.rows, rank_file)
         if merged.failed:
             self._reopen(p, merged.failed)  # so that a retry asks them again
             error = predictions.failure_message(kit, len(merged.failed), merged.rows)
@@ -487,10 +512,13 @@ class Worker:
         # A prediction file torn by a kill mid-write would fail infer_data_job's load every time.
         predictions.load_or_set_aside(kit, p.pair_dir, p.pred_file)
         # VLMEvalKit writes the prediction file itself: every row answered, nothing inferred.
-        kit.infer_data_job(**{k: v for k, v in dict(model=self.model, work_dir=p.pair_dir, model_name=self.model_name,
-                                                     dataset=p.dataset, verbose=False,
-                                                     api_nproc=int(self.job["nproc"])).items()
-                              if k in kit.infer_params})  # fmt: skip
+        args = dict(model=self.model, work_dir=p.pair_dir, model_name=self.model_name, dataset=p.dataset,
+                    verbose=False, api_nproc=int(self.job["nproc"]))  # fmt: skip
+        if p.video:
+            self._mirror_prev(p)
+            kit.infer_data_job_video(**args, result_file=p.pred_file)
+        else:
+            kit.infer_data_job(**{k: v for k, v in args.items() if k in kit.infer_params})
         predictions.update_archive(kit, p.pair_dir, p.pred_file)
         log(f"{p.name}: {merged.rows} predictions merged from {p.shards} unit(s)")
         return True
