@@ -30,6 +30,17 @@ def test_several_unlabelled_rows_are_an_error_not_a_guess(tmp_path):
     assert table.scores == {} and "no label column" in table.problems[0] and "m_B_acc.csv" in table.problems[0]
 
 
+def test_a_table_of_predictions_holds_no_scores(tmp_path):
+    # Video-MME: _score.xlsx is one row per question; the scores are in _rating.json
+    rows, rating = tmp_path / "m_B_score.csv", tmp_path / "m_B_rating.json"
+    rows.write_text("index,video,answer,prediction,score\n0,v0,A,A,1\n1,v1,B,A,0\n")
+    rating.write_text(json.dumps({"short": {"overall": "0.500"}, "overall": {"overall": "0.500"}}))
+    table = scores.read([rows, rating])
+    assert table.problems == [] and table.scores == {"short/overall": 0.5, "overall/overall": 0.5}
+    video = Benchmark("V", kind="MCQ", metric="acc", headline="overall/overall", scale=100)
+    assert headline(video, table.scores, 2, table.ambiguous)[1] == 50.0
+
+
 def test_two_score_files_that_disagree_make_the_headline_ambiguous(tmp_path):
     a, b = tmp_path / "m_B_acc.csv", tmp_path / "m_B_score.csv"
     a.write_text("Overall\n0.5\n")

@@ -73,6 +73,11 @@ def prepare_environment(job: dict[str, Any]) -> None:
     # to use the bundled copy.
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # ms-vlmeval (ModelScope's VLMEvalKit) downloads datasets kept on a hub (Video-MME, MVBench,
+    # ...) from ModelScope unless this is 0, and no env installs modelscope: from the Hugging
+    # Face hub, as upstream VLMEvalKit does (HF_ENDPOINT and HF_HOME then apply). A user's own
+    # setting wins.
+    os.environ.setdefault("VLMEVALKIT_USE_MODELSCOPE", "0")
 
 
 def _report_bad_job(path: str, exc: Exception, rank: int, redactor: redact.Redactor) -> None:

@@ -81,9 +81,9 @@ def vlmeval_version(env: Env) -> str | None:
 def unsupported(
     catalog: Catalog, models: list[str], benchmarks: list[str], *, skip: bool = False
 ) -> set[tuple[str, str]]:
-    """Pairs that cannot run: the benchmark is one the runner cannot run yet (video, multi-turn),
-    or the model's env does not have it (its VLMEvalKit lacks the name, or the decoder it reads
-    videos with). An error that says why in one line, or with `skip` the set of pairs to leave
+    """Pairs that cannot run: the benchmark is one the runner cannot run yet (video other than
+    VideoMME with frames, multi-turn), or the model's env does not have it (its VLMEvalKit lacks
+    the name, or the decoder it reads videos with). An error that says why in one line, or with `skip` the set of pairs to leave
     out."""
     versions: dict[str, str | None] = {}
     out: set[tuple[str, str]] = set()

@@ -5,6 +5,8 @@ The shapes VLMEvalKit writes (checked against files its own evaluate() wrote, te
   labels): each row's metrics as `label/metric`, or bare `metric` when there is one row;
 - a table of one row of numbers and no label column: bare metric names;
 - a JSON object, possibly nested: `a/b/metric` paths to numbers.
+A table with a `prediction` column is one row per question (Video-MME's `_score.xlsx`: the
+questions with their 0/1 score; its rating is in `_rating.json`): no aggregate scores, skipped.
 Tables come as .csv, .tsv or .xlsx. Anything else (several unlabelled rows, a JSON list, a file
 that does not parse) is an error that names the file: a score is never guessed from it. JSON
 booleans are flags, not scores. When two score files of a pair give one name different values,
@@ -51,6 +53,8 @@ def from_rows(rows: list[list[Any]], name: str) -> dict[str, float]:
     if len(rows) < 2:
         return {}
     header = ["" if h is None else str(h) for h in rows[0]]
+    if "prediction" in header:
+        return {}  # per-question rows, not scores (see the module's docstring)
     body = rows[1:]
     labelled = header[0] in LABEL_HEADERS or any(
         number(r[0]) is None and r[0] not in (None, "") for r in body
