@@ -11,7 +11,8 @@ its TSV from the parquet as it does for the real data. Then `spectravenv eval de
 Video-MME_8frame`: VLMEvalKit's video path samples 8 frames per video with decord and hands
 them to the demo as images; `VideoMME.evaluate` scores by exact matching. The headline read from
 the score file must equal the score computed here from the prediction file and the answers this
-test wrote.
+test wrote. The demo's estimate splits the questions into units; a model whose estimate keeps them
+in one unit gives the same answers and score.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ NAME = "Video-MME_8frame"
 REPO_ID = "lmms-lab/Video-MME"  # VideoMME.prepare_dataset's repo_id
 FRAMES = 16  # per video; the dataset samples 8 of them
 QUESTIONS = 4
+# The demo's estimate splits the 4 questions into units (the worker infers them one by one,
+# infer_data_job_video merges them); this one's keeps them in one.
+ONE_UNIT_MODEL = (
+    '[models.one-unit-demo]\nenv = "tf437"\nbuiltin = "demo-tiny-llava"\ncpu = true\n'
+    "seconds_per_sample = 0.01\nload_seconds = 1\n"
+)
 
 
 def spec() -> dict:
@@ -85,10 +92,8 @@ def snapshot_files(ws: Workspace, tmp_path: Path, rows: dict) -> dict[str, bytes
     return {n: (out / n).read_bytes() for n in names}
 
 
-def predictions(pair: Path) -> dict[str, str]:
-    [pred] = [
-        p for p in pair.glob(f"demo-tiny-llava_{NAME}.*") if p.suffix in (".xlsx", ".tsv", ".csv")
-    ]
+def predictions(pair: Path, model: str = "demo-tiny-llava") -> dict[str, str]:
+    [pred] = [p for p in pair.glob(f"{model}_{NAME}.*") if p.suffix in (".xlsx", ".tsv", ".csv")]
     book = openpyxl.load_workbook(pred, read_only=True)
     rows = list(book.worksheets[0].iter_rows(values_only=True))
     col = {h: i for i, h in enumerate(rows[0])}
@@ -112,6 +117,9 @@ def test_video_mme_runs_end_to_end_on_synthetic_videos(demo_ws: Workspace, tmp_p
         assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-6000:]}"
         got = {r["path"] for r in hub.requests if r["method"] == "GET"}
         assert {f"/datasets/{REPO_ID}/resolve/{hub.repos[REPO_ID].sha}/{n}" for n in files} <= got
+        (ws.cwd / "spectravenv.toml").write_text(ONE_UNIT_MODEL)
+        one = ws.run("eval", "one-unit-demo", NAME, "--run-name", "one", timeout=1800)
+        assert one.returncode == 0, f"{one.stdout}\n{one.stderr[-6000:]}"
     # VLMEvalKit's frame sampling: 8 frames of each video, saved where the dataset keeps them.
     frames = Path(ws.env["LMUData"]) / "images" / "Video-MME"
     for v in rows["videos"]:
@@ -129,6 +137,23 @@ def test_video_mme_runs_end_to_end_on_synthetic_videos(demo_ws: Workspace, tmp_p
         [row] = [r for r in csv.DictReader(f) if r["benchmark"] == NAME]
     assert row["status"] == "done", row
     assert float(row["value"]) == pytest.approx(expected, abs=1e-6), (row, pred, answers)
+    # In units or in one, the same answers and score.
+    assert units(run) > 1 and units(ws.cwd / "outputs" / "one") == 1
+    assert predictions(ws.cwd / "outputs" / "one" / "one-unit-demo" / NAME, "one-unit-demo") == pred
+    with (ws.cwd / "outputs" / "one" / "results" / "summary.csv").open() as f:
+        [again] = [r for r in csv.DictReader(f) if r["benchmark"] == NAME]
+    assert again["status"] == "done" and float(again["value"]) == float(row["value"])
+
+
+def units(run: Path) -> int:
+    """How many units the run's worker inferred Video-MME in (its unit_started events)."""
+    lines = [
+        ln
+        for f in (run / ".spectravenv" / "events").glob("*.jsonl")
+        for ln in f.read_text().splitlines()
+    ]
+    started = [json.loads(ln) for ln in lines if '"unit_started"' in ln]
+    return len({e["unit"] for e in started if e.get("benchmark") == NAME})
 
 
 def test_benchmarks_and_the_plan_say_which_video_classes_run(ws: Workspace):
