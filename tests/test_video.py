@@ -26,6 +26,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 from svrunner.demo.scenes import (
+    COLOURS,
     CORNERS,
     IMG_SIZE,
     KINDS,
@@ -61,7 +62,7 @@ def spec() -> dict:
     for i, (scene, corner, answer) in enumerate(dataset_items(kind)[:QUESTIONS]):
         vid = f"vid{i:03d}"
         frame = base64.b64encode(render_scene_rgb(scene)).decode("ascii")
-        videos.append({"id": vid, "frames": [frame] * FRAMES})
+        videos.append({"id": vid, "frames": [frame] * FRAMES, "colours": [c for _, c in scene]})
         questions.append({
             "video_id": f"{i + 1:03d}", "duration": "short", "domain": "Knowledge",
             "sub_category": "Humanity & History", "url": f"https://example.invalid/{vid}",
@@ -82,14 +83,42 @@ def env_python(ws: Workspace) -> str:
     return state.python
 
 
-def snapshot_files(ws: Workspace, tmp_path: Path, rows: dict) -> dict[str, bytes]:
+def snapshot_files(python: str, ws: Workspace, tmp_path: Path, rows: dict) -> dict[str, bytes]:
     (tmp_path / "spec.json").write_text(json.dumps(rows))
     out = tmp_path / "snapshot"
-    made = procs.run([env_python(ws), str(DATA / "make_video_mme.py"), str(tmp_path / "spec.json"), str(out)],
+    made = procs.run([python, str(DATA / "make_video_mme.py"), str(tmp_path / "spec.json"), str(out)],
                      env=ws.env, cwd=tmp_path, timeout=600)  # fmt: skip
     assert made.returncode == 0, f"{made.stdout}\n{made.stderr[-4000:]}"
     names = ["videos_chunked_01.zip", "subtitle.zip", "videomme/test-00000-of-00001.parquet"]
     return {n: (out / n).read_bytes() for n in names}
+
+
+# The mean colour of a 3x3 patch at each quadrant's centre (inside every demo shape).
+QUADRANT_COLOURS = """
+import json, sys
+from PIL import Image
+im = Image.open(sys.argv[1]).convert("RGB")
+h = im.size[0] // 2
+means = []
+for q in range(4):
+    cx, cy = h // 2 + h * (q % 2), h // 2 + h * (q // 2)
+    px = [im.getpixel((cx + dx, cy + dy)) for dx in (-1, 0, 1) for dy in (-1, 0, 1)]
+    means.append([sum(p[i] for p in px) / len(px) for i in range(3)])
+print(json.dumps(means))
+"""
+
+
+def nearest_colour(rgb: list[float]) -> str:
+    return min(
+        COLOURS, key=lambda c: sum((a - b) ** 2 for a, b in zip(COLOURS[c], rgb, strict=True))
+    )
+
+
+def frame_colours(python: str, frame: Path) -> list[str]:
+    """The demo colours nearest to what a saved frame shows in its four quadrants."""
+    proc = procs.run([python, "-c", QUADRANT_COLOURS, str(frame)], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return [nearest_colour(rgb) for rgb in json.loads(proc.stdout)]
 
 
 def predictions(pair: Path, model: str = "demo-tiny-llava") -> dict[str, str]:
@@ -109,7 +138,8 @@ def test_video_mme_runs_end_to_end_on_synthetic_videos(demo_ws: Workspace, tmp_p
     ws.env.update(LMUData=str(tmp_path / "LMUData"), HF_HOME=str(tmp_path / "hf"))
     ws.env.pop("HF_HUB_OFFLINE", None)  # the stand-in hub serves the dataset
     rows = spec()
-    files = snapshot_files(ws, tmp_path, rows)
+    python = env_python(ws)
+    files = snapshot_files(python, ws, tmp_path, rows)
     with HubStub() as hub:
         hub.add_repo(REPO_ID, files, repo_type="dataset")
         ws.env["HF_ENDPOINT"] = hub.url
@@ -126,6 +156,8 @@ def test_video_mme_runs_end_to_end_on_synthetic_videos(demo_ws: Workspace, tmp_p
         assert sorted(p.name for p in (frames / v["id"]).glob("*.jpg")) == sorted(
             f"frame-{i}-of-8.jpg" for i in range(1, 9)
         )
+        # what decord read back from the mp4 is the scene that was drawn into it
+        assert frame_colours(python, frames / v["id"] / "frame-1-of-8.jpg") == v["colours"]
     run = ws.cwd / "outputs" / "video"
     pred = predictions(run / "demo-tiny-llava" / NAME)
     answers = {q["videoID"]: q["answer"] for q in rows["questions"]}
