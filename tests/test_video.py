@@ -36,11 +36,8 @@ from svrunner.demo.scenes import (
 )
 
 from spectravenv import procs
-from spectravenv.catalog import loader
-from spectravenv.envs import venv as envs
-from spectravenv.paths import Paths
 
-from .conftest import DATA, Workspace
+from .conftest import DATA, Workspace, sync_shipped
 from .hubstub import HubStub
 
 NAME = "Video-MME_8frame"
@@ -72,15 +69,6 @@ def spec() -> dict:
             "answer": OPTION_LETTERS[answer],
         })  # fmt: skip
     return {"size": IMG_SIZE, "videos": videos, "questions": questions}
-
-
-def env_python(ws: Workspace) -> str:
-    proc = ws.run("sync", "tf437", "--no-addons", timeout=3000)
-    assert proc.returncode == 0, proc.stderr
-    paths = Paths.from_env(ws.env, cwd=ws.cwd)
-    state = envs.status(loader.load(paths).envs["tf437"], paths)
-    assert state.state == "ready"
-    return state.python
 
 
 def snapshot_files(python: str, ws: Workspace, tmp_path: Path, rows: dict) -> dict[str, bytes]:
@@ -138,7 +126,8 @@ def test_video_mme_runs_end_to_end_on_synthetic_videos(demo_ws: Workspace, tmp_p
     ws.env.update(LMUData=str(tmp_path / "LMUData"), HF_HOME=str(tmp_path / "hf"))
     ws.env.pop("HF_HUB_OFFLINE", None)  # the stand-in hub serves the dataset
     rows = spec()
-    python = env_python(ws)
+    _, state, _ = sync_shipped(ws.home, "tf437", ws.cwd)
+    python = state.python
     files = snapshot_files(python, ws, tmp_path, rows)
     with HubStub() as hub:
         hub.add_repo(REPO_ID, files, repo_type="dataset")
