@@ -76,6 +76,8 @@ class Model:
     memory_note: str = ""  # where gpu_memory_gb comes from (declared, estimated)
     verified: str = "none"  # none | lock builds | class imports | wrapper ran on a tiny checkpoint
     env_vars: tuple[str, ...] = ()  # variables an API wrapper reads (keys, base URLs: put them in .env)
+    backend: str = "hf"  # hf (the VLMEvalKit wrapper in its env) | vllm (served: plan/backends.py)
+    architecture: str = ""  # its checkpoint's config `architectures[0]`, where known without the weights
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from spectravenv import secrets as secrets_mod
 from spectravenv.catalog.entries import Catalog
 from spectravenv.errors import SpectravenvError
-from spectravenv.plan import gpus, judges
+from spectravenv.plan import backends, gpus, judges
 from spectravenv.plan.credentials import Lookup
 from spectravenv.run import rundir
 from spectravenv.run.state import Eval
@@ -67,6 +67,7 @@ def matrix(st: Eval) -> None:
         raise SpectravenvError(f"no {missing} given; name at least one model and one benchmark, e.g. "
                                "`spectravenv eval demo-tiny-llava DemoMCQ`")  # fmt: skip
     st.models, st.benchmarks = list(dict.fromkeys(models)), list(dict.fromkeys(benchmarks))
+    backends.apply(cat, st.models, req.backend, st.paths)
 
 
 def settle(st: Eval) -> None:
