@@ -27,9 +27,15 @@ import openpyxl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from env_build import BenchError, run, say, spectravenv_cmd
+from env_build import BenchError, run, say
 
 BACKENDS = ("hf", "vllm")
+
+
+def spectravenv_cmd() -> list[str]:
+    """The `spectravenv` script of this Python's environment (the CLI package has no __main__)."""
+    exe = Path(sys.executable).with_name("spectravenv")
+    return [str(exe)] if exe.exists() else ["spectravenv"]
 
 
 def events(run_dir: Path, model: str) -> list[dict]:
