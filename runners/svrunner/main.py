@@ -196,7 +196,7 @@ def load_served(job: dict[str, Any], worker: Worker, timing: dict[str, Any]) -> 
     worker.server = serve.engine_server(engine, name=worker.model_name)
     worker.server.start()
     tokens, nproc = served.max_new_tokens(prompter, kwargs), int(job["nproc"])
-    worker.model = served.client(worker.server, prompter, tokens, engine.max_model_len, nproc)
+    worker.model = served.client(worker.server, prompter, tokens, engine.max_model_len)
     worker.checkpoint = checkpoint_identity(checkpoint, os.environ.get("HF_HOME"))
     timing.update(build_seconds=round(time.time() - t1, 3), source=f"{checkpoint} served by {spec.get('engine')}",
                   backend="vllm", engine_start_seconds=worker.server.started_seconds,

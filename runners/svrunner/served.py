@@ -88,9 +88,8 @@ def make_client_class() -> type:
     return Served
 
 
-def client(
-    server: serve.Server, prompter: Any, new_tokens: int, max_model_len: int, nproc: int
-) -> Any:
+def client(server: serve.Server, prompter: Any, new_tokens: int, max_model_len: int) -> Any:
+    """The worker's model: VLMEvalKit sends it `api_nproc` samples at once (an API model)."""
     kwargs = serve.client_kwargs(server, new_tokens, max_model_len)
     return make_client_class()(server, prompter, **kwargs)
 
