@@ -15,7 +15,7 @@ import pytest
 from svrunner.protocol import read_events
 
 from .conftest import Workspace
-from .test_eval_demo import eval_ok, events, kinds, predictions
+from .test_eval_demo import eval_ok, events, kinds, predictions, wait_for
 
 BENCHES = ("DemoMCQ", "DemoShapes")
 
@@ -112,3 +112,31 @@ def test_the_demo_served_by_vllm_scores_and_answers_like_the_hf_path(demo_ws: Wo
     log = (run / "logs" / "demo-tiny-llava.log").read_text()
     assert "[engine]" in log and "healthy at http://127.0.0.1:" in log
     assert all(read_events(f) for f in (run / ".spectravenv" / "events").glob("*.jsonl"))
+
+
+@pytest.mark.heavy
+def test_a_server_that_dies_fails_the_units_with_its_last_lines(demo_ws: Workspace):
+    run = demo_ws.cwd / "outputs" / "dead"
+    proc = demo_ws.popen(
+        "eval", "demo-tiny-llava", *BENCHES, "--backend", "vllm", "--run-name", "dead"
+    )
+    log = run / "logs" / "demo-tiny-llava.log"
+    wait_for(
+        lambda: log.is_file() and "healthy at http" in log.read_text(),
+        timeout=1800,
+        what="a healthy server",
+    )
+    # The engine dies before the worker sends its first sample (the datasets are prepared first).
+    victims = engine_processes(demo_ws.home)
+    assert victims
+    for p in victims:
+        p.kill()
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, f"{out}\n{err}"
+    failed = kinds(events(run, "demo-tiny-llava"), "benchmark_failed")
+    assert {e["benchmark"] for e in failed} == set(BENCHES)
+    assert all(
+        "the engine server exited with code" in e["error"] and "its last lines" in e["error"]
+        for e in failed
+    )
+    assert not engine_processes(demo_ws.home)
