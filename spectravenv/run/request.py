@@ -67,7 +67,8 @@ def matrix(st: Eval) -> None:
         raise SpectravenvError(f"no {missing} given; name at least one model and one benchmark, e.g. "
                                "`spectravenv eval demo-tiny-llava DemoMCQ`")  # fmt: skip
     st.models, st.benchmarks = list(dict.fromkeys(models)), list(dict.fromkeys(benchmarks))
-    backends.apply(cat, st.models, req.backend, st.paths)
+    for note in backends.apply(cat, st.models, req.backend, st.paths):
+        st.say(note)
 
 
 def settle(st: Eval) -> None:
