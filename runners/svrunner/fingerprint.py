@@ -1,7 +1,8 @@
 """What makes an earlier prediction reusable for a (model, benchmark): its fingerprint.
 
 A pair's fingerprint joins the run's settings (limit, seed), the env (its key hashes the
-lock, Python and recipe), the model (source and kwargs as the job file has them: secrets sealed),
+lock, Python and recipe), the model (source and kwargs as the job file has them: secrets sealed;
+a served model's backend and engine version, spectravenv/run/jobfile.py model_spec),
 the checkpoint's identity, the dataset file's sha256 and the pair's judge (name, version,
 endpoint host and settings; None where the benchmark's scoring calls no judge). A new judge
 re-scores the same predictions: the runner keeps them (svrunner.judging), only the evaluation

@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from . import heartbeat, redact, shutdown
+from . import heartbeat, redact, serve, served, shutdown
 from .errors import failure_info
 from .fingerprint import checkpoint_identity
 from .kit import (
@@ -121,6 +121,14 @@ def main(argv: list[str]) -> int:
 
 def run(job: dict[str, Any], worker: Worker, redactor: redact.Redactor) -> int:
     try:
+        return run_job(job, worker, redactor)
+    finally:
+        if worker.server is not None:
+            worker.server.stop()  # a served model's engine never outlives its worker (serve.py)
+
+
+def run_job(job: dict[str, Any], worker: Worker, redactor: redact.Redactor) -> int:
+    try:
         prepare_environment(job)
         import torch
 
@@ -161,6 +169,9 @@ def run(job: dict[str, Any], worker: Worker, redactor: redact.Redactor) -> int:
 
 def load_model(job: dict[str, Any], worker: Worker, timing: dict[str, Any]) -> list[str]:
     """Build the model into the worker; returns the list that records parse_response fixes."""
+    if (job["model"].get("backend") or "hf") == "vllm":
+        load_served(job, worker, timing)
+        return []
     factory, source, kwargs = model_factory(job["model"], job["assets_dir"])
     swapped = sdpa_for_flash_attention()
     parsed = plain_parse_response()
@@ -172,4 +183,28 @@ def load_model(job: dict[str, Any], worker: Worker, timing: dict[str, Any]) -> l
     # The checkpoint it really loaded (after a first download the hub revision is known).
     path = getattr(worker.model, "model_path", None) or kwargs.get("model_path")
     worker.checkpoint = checkpoint_identity(path if isinstance(path, str) else None, os.environ.get("HF_HOME"))
+    timing.update(backend="hf", generation=served.generation_facts(worker.model, kwargs))
     return parsed
+
+
+def load_served(job: dict[str, Any], worker: Worker, timing: dict[str, Any]) -> None:
+    """Start the engine server on the checkpoint and make the worker's model its client (see
+    svrunner.served): the demo's wrapper is built for its prompts and its checkpoint."""
+    spec, t1 = job["model"], time.time()
+    kwargs, prompter, demo = dict(spec.get("kwargs") or {}), None, bool(spec.get("builtin"))
+    if demo:
+        factory, _, kwargs = model_factory(spec, job["assets_dir"])
+        prompter = build_model(factory, worker.model_name)  # trains the checkpoint at first use
+    checkpoint = getattr(prompter, "model_path", None) or kwargs.get("model_path")
+    if not checkpoint:
+        raise ValueError(f"{worker.model_name}: a served model needs kwargs.model_path (the checkpoint vLLM loads)")
+    engine = served.engine_spec(job, checkpoint, demo)
+    worker.server = serve.engine_server(engine, name=worker.model_name)
+    worker.server.start()
+    tokens, nproc = served.max_new_tokens(prompter, kwargs), int(job["nproc"])
+    worker.model = served.client(worker.server, prompter, tokens, engine.max_model_len)
+    worker.checkpoint = checkpoint_identity(checkpoint, os.environ.get("HF_HOME"))
+    timing.update(build_seconds=round(time.time() - t1, 3), source=f"{checkpoint} served by {spec.get('engine')}",
+                  backend="vllm", engine_start_seconds=worker.server.started_seconds,
+                  generation={"max_new_tokens": tokens, "temperature": 0, "requests_in_flight": nproc,
+                              "engine": spec.get("engine")})  # fmt: skip

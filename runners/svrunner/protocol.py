@@ -13,9 +13,11 @@ Reading: only complete lines count; a torn last line is ignored until it is comp
 Kinds (fields beyond the common four):
     job_started        pid, python, versions, world_size, cuda_visible_devices, cuda_available,
                        cuda_runtime, gpu_names
-    model_loaded       seconds, import_seconds, build_seconds, model_class, source
+    model_loaded       seconds, import_seconds, build_seconds, model_class, source, backend (hf | vllm),
+                       generation (max_new_tokens, ...; null when the wrapper does not say), engine_start_seconds
     pair_reset         benchmark, changed (what differs from the last attempt), moved_to
-    benchmark_started  benchmark, total, reused, shards, rows_full, fingerprint, prediction_file, ...
+    benchmark_started  benchmark, total, reused, shards, rows_full, fingerprint, prediction_file,
+                       prompt_source (model | dataset), ...
                        (once per pair and preparation, by the first worker to reach it)
     unit_started       benchmark, unit, of, rows, reused
     progress           benchmark, done, total [, shard=[unit, of]]

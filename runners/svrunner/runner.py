@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from . import demo, fingerprint, judging, lmudata, predictions, sources, units
+from . import demo, fingerprint, judging, lmudata, predictions, served, sources, units
 from .errors import failure_info
 from .files import sha256_file, write_atomic
 from .heartbeat import Heartbeat
@@ -136,6 +136,7 @@ class Worker:
         self.kit: Kit | None = None
         self.model: Any = None
         self.checkpoint: str | None = None  # the loaded checkpoint's identity (fingerprint)
+        self.server: Any = None  # a served model's engine server (svrunner.serve), stopped by main.run
         self.pairs: dict[str, Pair] = {}
         self.failed: set[str] = set()  # benchmarks this worker saw fail
         self.redone: set[str] = set()  # pairs whose lost rows this worker sent back to inference
@@ -397,7 +398,8 @@ class Worker:
             units.record_prepared(*where, p.digest, {"rows": len(p.rows), "reused": reused})
             self.emit("benchmark_started", benchmark=p.name, total=len(p.rows), reused=reused, shards=p.shards,
                       dataset_class=type(p.dataset).__name__, dataset_type=getattr(p.dataset, "TYPE", None),
-                      prediction_file=self.rel(p.pred_file), fingerprint=p.fingerprint, **info)  # fmt: skip
+                      prediction_file=self.rel(p.pred_file), fingerprint=p.fingerprint,
+                      prompt_source=served.prompt_source(self.model, p.name), **info)  # fmt: skip
             log(f"{p.name}: {len(p.rows)} samples in {p.shards} unit(s), {reused} reused")
 
     # -- one infer unit --

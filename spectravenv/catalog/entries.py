@@ -78,6 +78,8 @@ class Model:
     # against a loopback OpenAI-compatible server: what scripts/gen_catalog.py read in data/selftest
     verified: str = "none"
     env_vars: tuple[str, ...] = ()  # variables an API wrapper reads (keys, base URLs: put them in .env)
+    backend: str = "hf"  # hf (the VLMEvalKit wrapper in its env) | vllm (served: plan/backends.py)
+    architecture: str = ""  # its checkpoint's config `architectures[0]`, where known without the weights
 
 
 @dataclass(frozen=True)

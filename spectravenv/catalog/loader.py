@@ -63,6 +63,8 @@ _MODEL_KEYS = {
     "memory_note": str,
     "verified": str,
     "env_vars": list,
+    "backend": str,
+    "architecture": str,
 }
 _BENCH_KEYS = {
     "category": str,
@@ -99,6 +101,7 @@ _BENCH_KEYS = {
 }
 _SUITE_KEYS = {"benchmarks": list, "description": str}
 JUDGE_NEEDS = ("none", "optional", "required")
+BACKENDS = ("hf", "vllm")
 MODALITIES = ("image", "multi-image", "video", "text")
 _KIND_NAMES = {
     str: "a string",
@@ -233,6 +236,9 @@ def _build_model(name: str, f: dict[str, Any]) -> Model:
             f"{f['__file__']}: model {name!r} has gpus = {f['gpus']} but not multi_gpu = true; only a "
             'wrapper that loads with device_map="auto" can spread one copy over several GPUs'
         )
+    if f.get("backend", "hf") not in BACKENDS:
+        raise SpectravenvError(f"{f['__file__']}: model {name!r} has backend = {f['backend']!r}; "
+                               f"use one of {', '.join(BACKENDS)}")  # fmt: skip
     return Model(
         name=name,
         env=f["env"],
@@ -258,6 +264,8 @@ def _build_model(name: str, f: dict[str, Any]) -> Model:
         memory_note=f.get("memory_note", ""),
         verified=f.get("verified", "none"),
         env_vars=tuple(f.get("env_vars", ())),
+        backend=f.get("backend", "hf"),
+        architecture=f.get("architecture", ""),
     )
 
 

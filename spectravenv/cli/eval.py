@@ -109,6 +109,9 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option(
     "--cancel-on-interrupt", is_flag=True, help="Slurm: Ctrl-C while waiting cancels the jobs."
 )
+@click.option("--backend", type=click.Choice(["hf", "vllm"]),
+              help="How every model of the run generates: hf (its VLMEvalKit wrapper) or vllm (its checkpoint "
+                   "served by vLLM, many requests in flight)  [default: each model's own backend, else hf]")  # fmt: skip
 @click.option("--seed", type=int, help="Seed for choosing the --limit samples  [default: 0]")
 @click.option("--offline", is_flag=True,
               help="For nodes without internet: every TSV and checkpoint must be on disk (checked before "
@@ -145,6 +148,7 @@ def eval_cmd(
     seed,
     offline,
     prefetch_first,
+    backend,
 ) -> None:
     """Evaluate models on benchmarks, each model in its env, on the GPUs it gets.
 
@@ -169,7 +173,7 @@ def eval_cmd(
         slurm=SlurmOptions(partition=partition, account=account, qos=qos, time=time_limit,
                            extra=list(slurm_args), wait=not no_wait, cpus_per_gpu=cpus_per_gpu,
                            cancel_on_interrupt=cancel_on_interrupt),
-        offline=offline, prefetch=prefetch_first,
+        offline=offline, prefetch=prefetch_first, backend=backend,
         argv=["spectravenv", *sys.argv[1:]],
     )  # fmt: skip
     code = evaluate(req, paths, cat, sys.stdout, sys.stderr)

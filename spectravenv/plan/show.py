@@ -58,6 +58,8 @@ def format_plan(plan: Plan, ready_envs: dict[str, str], max_gpus: int | None = N
         f"first workers: {workers or '-'}"
         + (f" (--max-gpus {max_gpus}: at most {max_gpus} GPUs at once)" if max_gpus and max_gpus < len(plan.gpus) else ""),
         *(f"note: {n}" for n in memory_notes(plan.gpus)),
+        *(f"engine env {name}: {state} (served models: --backend vllm)" for name, state in sorted(ready_envs.items())
+          if name not in {j.env.name for j in plan.jobs}),
     ]
     if runnable:
         sim = Plan(runnable, usable, plan.limit)

@@ -1,5 +1,5 @@
 """Measured speeds, learned from finished runs: model load time and seconds per sample, per
-(model, GPU type). The next plan's estimates (order, replicas, expected makespan) use them in
+(model, backend, GPU type). The next plan's estimates (order, replicas, expected makespan) use them in
 place of the catalog's first guesses."""
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def apply(catalog: Catalog, stats: dict[str, Any], gpu: str | None) -> Catalog:
     """The catalog with measured speeds for this GPU type where there are any."""
     models = dict(catalog.models)
     for name, model in models.items():
-        m = stats.get(_key(name, gpu))
+        m = stats.get(_key(events.speed_name(name, model.backend), gpu))
         if not m:
             continue
         changes: dict[str, float] = {}

@@ -180,7 +180,8 @@ def spans(run: RunDir) -> list[JobSpan]:
 
 def measurements(run: RunDir) -> Iterator[tuple[str, str | None, str, float, int]]:
     """(model, GPU type, kind, value, count) for the cost model: kind "load" (seconds per load)
-    or "infer" (a unit's wall seconds over the samples it inferred)."""
+    or "infer" (a unit's wall seconds over the samples it inferred). A served model's speeds are
+    its own: its name is `<model>@vllm` (stats.speed_name), a wrapper's stays the model's."""
     for job_id in run.job_ids():
         model = job_model(run, job_id)
         for a in attempts(run, job_id):
@@ -188,12 +189,18 @@ def measurements(run: RunDir) -> Iterator[tuple[str, str | None, str, float, int
             if start is None:
                 continue
             names = start.get("gpu_names") or []
-            gpu = names[0] if names else None
+            gpu, who = (names[0] if names else None), model
             for ev in a.events:
                 if ev["event"] == "model_loaded":
-                    yield model, gpu, "load", float(ev.get("seconds", 0.0)), 1
+                    who = speed_name(model, ev.get("backend"))
+                    yield who, gpu, "load", float(ev.get("seconds", 0.0)), 1
                 elif ev["event"] == "unit_done" and ev.get("samples"):
-                    yield model, gpu, "infer", float(ev.get("seconds", 0.0)), int(ev["samples"])
+                    yield who, gpu, "infer", float(ev.get("seconds", 0.0)), int(ev["samples"])
+
+
+def speed_name(model: str, backend: str | None) -> str:
+    """Whose speeds these are: a served model's differ from its wrapper's."""
+    return model if backend in (None, "hf") else f"{model}@{backend}"
 
 
 def model_notes(run: RunDir) -> dict[str, list[str]]:

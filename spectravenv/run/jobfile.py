@@ -11,6 +11,7 @@ from svrunner import fingerprint, lmudata, redact, units
 
 from spectravenv.catalog.entries import Env, Model
 from spectravenv.paths import RUNNERS_DIR, Paths
+from spectravenv.plan import backends
 from spectravenv.plan.gpus import GPU
 from spectravenv.plan.jobs import Job
 from spectravenv.plan.judges import Judge
@@ -29,8 +30,15 @@ _STRIP = {
 
 
 def model_spec(model: Model) -> dict[str, Any]:
-    return {"name": model.name, "vlmeval_name": model.vlmeval_name, "class": model.cls,
+    """The model as the runner builds it; a served model also names its backend and the engine's
+    version, so both are part of the pair's fingerprint (a wrapper's answers are never reused
+    for a served model's, nor one engine's for another's). The default `hf` adds nothing: the
+    fingerprints of runs made before backends existed still hold."""
+    spec = {"name": model.name, "vlmeval_name": model.vlmeval_name, "class": model.cls,
             "builtin": model.builtin, "kwargs": model.kwargs}  # fmt: skip
+    if model.backend != "hf":
+        spec.update(backend=model.backend, engine=backends.engine_version())
+    return spec
 
 
 def static_fingerprint(model: Model, env: Env, env_key: str, settings: dict[str, Any],
@@ -62,7 +70,7 @@ def host_fingerprint(model: Model, env: Env, bench: str, env_key: str, settings:
 
 def job_spec(job: Job, run: RunDir, paths: Paths, *, env_key: str, settings: dict[str, Any],
              secrets: Secrets, nproc: int, judges: dict[str, Judge], worker: str | None = None,
-             limit: int | None = None) -> dict[str, Any]:  # fmt: skip
+             limit: int | None = None, engine_python: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """A worker's job file. Secret values are sealed into references: the file never holds one.
     Each benchmark names its judge (svrunner.judging) and where its TSV comes from (url, md5:
     the runner hands them to VLMEvalKit, which downloads and checks the file itself).
@@ -92,6 +100,8 @@ def job_spec(job: Job, run: RunDir, paths: Paths, *, env_key: str, settings: dic
         "data_root": str(paths.data_root),
         "assets_dir": str(paths.assets),
         "fingerprint": static_fingerprint(job.model, job.env, env_key, settings, secrets),
+        # A served model's engine: the engine env's Python runs vLLM's server (svrunner.served).
+        "engine": {"python": str(engine_python)} if engine_python is not None else None,
     }
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from spectravenv.errors import SpectravenvError
-from spectravenv.plan import gpus, schedule
+from spectravenv.plan import backends, gpus, schedule
 from spectravenv.plan import jobs as plan
 from spectravenv.run import jobfile as jobfiles
 from spectravenv.run import work
@@ -32,9 +32,11 @@ def job_environ(st: Eval) -> dict[str, str]:
 
 
 def spec_of(st: Eval, j: plan.Job, worker: str | None = None) -> dict[str, Any]:
+    engine = backends.engine_env([j.model])
     return jobfiles.job_spec(j, st.run, st.paths, env_key=st.states[j.env.name].key, settings=st.settings,
                              secrets=st.secrets, nproc=st.req.nproc, judges=st.judges, worker=worker,
-                             limit=st.settings["limit"])  # fmt: skip
+                             limit=st.settings["limit"],
+                             engine_python=st.states[engine].python if engine else None)  # fmt: skip
 
 
 def reopen_failed(st: Eval) -> None:

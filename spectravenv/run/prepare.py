@@ -10,7 +10,7 @@ from svrunner.locking import LockBusy
 
 from spectravenv.envs import venv as envs
 from spectravenv.errors import SpectravenvError
-from spectravenv.plan import credentials, show, stats
+from spectravenv.plan import backends, credentials, show, stats
 from spectravenv.plan import jobs as plan
 from spectravenv.run import events, rundir
 from spectravenv.run import jobfile as jobfiles
@@ -71,6 +71,10 @@ def make_plan(st: Eval) -> None:
                 work.forget(st.run, model, bench)
         work.keep_divisions(st.run, st.plan.jobs)
     st.states = {j.env.name: envs.status(j.env, st.paths) for j in st.plan.jobs}
+    # A served model's engine env is built on demand like the model's own (plan/backends.py).
+    engine = backends.engine_env([j.model for j in st.plan.jobs])
+    if engine is not None:
+        st.states[engine] = envs.status(st.catalog.envs[engine], st.paths)
 
 
 def done_pairs(st: Eval) -> set[tuple[str, str]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from spectravenv import secrets as secrets_mod
 from spectravenv.catalog.entries import Catalog
 from spectravenv.errors import SpectravenvError
-from spectravenv.plan import gpus, judges
+from spectravenv.plan import backends, gpus, judges
 from spectravenv.plan.credentials import Lookup
 from spectravenv.run import rundir
 from spectravenv.run.state import Eval
@@ -67,6 +67,8 @@ def matrix(st: Eval) -> None:
         raise SpectravenvError(f"no {missing} given; name at least one model and one benchmark, e.g. "
                                "`spectravenv eval demo-tiny-llava DemoMCQ`")  # fmt: skip
     st.models, st.benchmarks = list(dict.fromkeys(models)), list(dict.fromkeys(benchmarks))
+    for note in backends.apply(cat, st.models, req.backend, st.paths):
+        st.say(note)
 
 
 def settle(st: Eval) -> None:

@@ -48,6 +48,7 @@ class EvalRequest:
     nproc: int = 4
     offline: bool = False  # --offline (also on when HF_HUB_OFFLINE=1 is set): see offline.py
     prefetch: bool = False  # --prefetch: download the plan's TSVs and checkpoints first
+    backend: str | None = None  # --backend hf|vllm; None: each model's own (plan/backends.py)
     argv: list[str] = field(default_factory=list)
 
 

@@ -78,7 +78,7 @@ def _vision_config() -> dict[str, Any]:
         hidden_size=HIDDEN,
         intermediate_size=2 * HIDDEN,
         num_hidden_layers=2,
-        num_attention_heads=4,
+        num_attention_heads=2,  # head size 32: vLLM's CPU attention takes 32, 64, 80+ (not 16)
         image_size=IMAGE_SIZE,
         patch_size=PATCH,
         projection_dim=HIDDEN,
@@ -95,8 +95,8 @@ def _text_config(vocab_size: int, ids: dict[str, int]) -> dict[str, Any]:
         hidden_size=HIDDEN,
         intermediate_size=2 * HIDDEN,
         num_hidden_layers=TEXT_LAYERS,
-        num_attention_heads=4,
-        num_key_value_heads=4,
+        num_attention_heads=2,  # head size 32: vLLM's CPU attention takes 32, 64, 80+ (not 16)
+        num_key_value_heads=2,
         max_position_embeddings=2048,
         rms_norm_eps=1e-6,
         hidden_act="silu",
