@@ -137,7 +137,9 @@ def status(env: Env, paths: Paths) -> EnvState:
             return EnvState(env, key, final, "broken", marker, "marker missing or wrong", base)
         if not (final / "bin" / "python").exists():
             # The interpreter it was made from has gone (a Python upgrade, a removed pyenv).
-            return EnvState(env, key, final, "broken", marker, "its Python interpreter is gone", base)
+            return EnvState(
+                env, key, final, "broken", marker, "its Python interpreter is gone", base
+            )
         return EnvState(env, key, final, "ready", marker, "", base)
     older = [p for p in _env_folders(paths, env.name) if p != final]
     if older:
@@ -186,7 +188,11 @@ def overview(catalog: Catalog, paths: Paths) -> list[Overview]:
         try:
             st = status(env, paths)
         except SpectravenvError as e:
-            out.append(Overview(env.name, env.transformers, env.python, "-", f"broken: {e}", None, None, models))
+            out.append(
+                Overview(
+                    env.name, env.transformers, env.python, "-", f"broken: {e}", None, None, models
+                )
+            )
             continue
         folder = st.path if st.path.exists() else None
         state = st.state + (f" ({st.reason})" if st.reason and st.state != "ready" else "")
@@ -219,7 +225,9 @@ def _holding(lock: FileLock, report: Reporter) -> Iterator[None]:
         with lock.hold(lock_timeout(), on_wait=waiting):
             yield
     except LockBusy as e:
-        raise SpectravenvError(f"{e} (gave up after {lock_timeout():g} s; SPECTRAVENV_LOCK_TIMEOUT)") from None
+        raise SpectravenvError(
+            f"{e} (gave up after {lock_timeout():g} s; SPECTRAVENV_LOCK_TIMEOUT)"
+        ) from None
 
 
 # ---- building ----------------------------------------------------------------------------------
@@ -262,7 +270,9 @@ def _verify(env: Env, python: Path, paths: Paths, progress: BuildProgress) -> di
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         log = procs.keep_log(paths.logs, f"verify-{env.name}", cmd, proc)
-        raise SpectravenvError(f"env {env.name!r} was built but does not work: {last} (full output: {log})")
+        raise SpectravenvError(
+            f"env {env.name!r} was built but does not work: {last} (full output: {log})"
+        )
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     got = info["versions"].get("transformers")
     if "transformers" in env.verify and got != env.transformers:
@@ -328,80 +338,69 @@ def _dist_infos(folders: Iterator[Path]) -> set[tuple[str, str]]:
     return found
 
 
-def _build(env: Env, key: str, paths: Paths, report: Reporter, base: BaseInterpreter | None = None) -> None:
-    packages = locks.read(env.lock, env.name)
+@dataclass
+class _Install:
+    """What one build installs and from where: the lock, or (base_python) only what the base
+    lacks; from the index, or from a wheelhouse whose files are all checked before anything is
+    built."""
+
+    packages: list[locks.LockedPackage]  # the whole lock
+    needed: list[locks.LockedPackage]  # what uv installs
+    satisfied: list[locks.LockedPackage]  # what the base already has
+    requirements: str | None  # a requirements file to install instead of the lock itself
+    python: Path | str
+    uv: dict[str, str]
+    offline: list[str]  # uv's arguments for a wheelhouse: no index, its wheels only
+
+    @classmethod
+    def of(cls, env: Env, paths: Paths, base: BaseInterpreter | None) -> _Install:
+        packages = locks.read(env.lock, env.name)
+        satisfied, needed = (
+            locks.split_for_base(env, packages, base) if base is not None else ([], packages)
+        )
+        requirements = locks.as_requirements(needed) if base is not None else None
+        uv, offline = uv_env(paths), []
+        wheelhouse = paths.wheelhouse
+        if wheelhouse is not None:
+            from spectravenv.envs import wheelhouse as wh  # lazy: urllib and tarfile cost start-up
+
+            requirements = wh.requirements_for(wheelhouse, env, needed)
+            # No index, no interpreter download, no network at all: a missing file is a clear
+            # error at once, never a wait for a connection timeout.
+            uv.update(UV_OFFLINE="1", UV_PYTHON_DOWNLOADS="never")
+            offline = ["--no-index", "--find-links", str(wheelhouse / "wheels")]
+        python = (
+            base.path
+            if base is not None
+            else find_python(env.python, paths, offline=wheelhouse is not None)
+        )
+        return cls(packages, needed, satisfied, requirements, python, uv, offline)
+
+    def announce(self, env: Env, paths: Paths, base: BaseInterpreter | None) -> str:
+        where = f", from wheelhouse {paths.wheelhouse}" if paths.wheelhouse is not None else ""
+        on_base = (
+            f" on base_python {base.path}, which has {len(self.satisfied)} of them"
+            if base is not None
+            else ""
+        )
+        return f"building env {env.name} ({len(self.packages)} packages, Python {env.python}{on_base}{where}) ..."
+
+
+def _build(
+    env: Env, key: str, paths: Paths, report: Reporter, base: BaseInterpreter | None = None
+) -> None:
+    plan = _Install.of(env, paths, base)
     final = env_dir(paths, env, key)
     tmp = paths.envs / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    # What to install: the lock, or (base_python) only what the base lacks; from the index, or
-    # from a wheelhouse, whose files are all checked here, before anything is built.
-    satisfied, needed = locks.split_for_base(env, packages, base) if base is not None else ([], packages)
-    wheelhouse = paths.wheelhouse
-    requirements = None
-    if wheelhouse is not None:
-        from spectravenv.envs import wheelhouse as wh  # lazy: urllib and tarfile cost start-up
-
-        requirements = wh.requirements_for(wheelhouse, env, needed)
-    elif base is not None:
-        requirements = locks.as_requirements(needed)
-    python = base.path if base is not None else find_python(env.python, paths, offline=wheelhouse is not None)
-    where = f", from wheelhouse {wheelhouse}" if wheelhouse is not None else ""
-    on_base = f" on base_python {base.path}, which has {len(satisfied)} of them" if base is not None else ""
-    report(f"building env {env.name} ({len(packages)} packages, Python {env.python}{on_base}{where}) ...")
+    report(plan.announce(env, paths, base))
     started = time.monotonic()
-    uv = uv_env(paths)
-    progress = BuildProgress(env.name, needed, tmp, paths.uv_cache, report)
-    offline: list[str] = []
-    if wheelhouse is not None:
-        # No index, no interpreter download, no network at all: a missing file is a clear error
-        # at once, never a wait for a connection timeout.
-        uv.update(UV_OFFLINE="1", UV_PYTHON_DOWNLOADS="never")
-        offline = ["--no-index", "--find-links", str(wheelhouse / "wheels")]
+    progress = BuildProgress(env.name, plan.needed, tmp, paths.uv_cache, report)
     try:
-        # --relocatable: scripts find their Python relative to themselves, so the rename below
-        # does not break them.
-        cmd = uv_cmd("venv", "--relocatable", "--python", python, tmp)
-        proc = progress.run("creating the venv", cmd, env=uv)
-        if proc.returncode != 0:
-            raise _sync_error(env, proc.stderr, paths)
-        source = env.lock
-        if requirements is not None:
-            source = tmp / REQUIREMENTS  # kept in the env: what this build installed, and how
-            source.write_text(requirements)
-        if needed:
-            cmd = uv_cmd("pip", "sync", "--python", tmp / "bin" / "python", "--require-hashes", *offline, source)
-            proc = progress.run("installing", cmd, env=uv)
-            if proc.returncode != 0:
-                raise _sync_error(env, proc.stderr, paths, procs.keep_log(paths.logs, "uv-sync", cmd, proc))
-        site = next((tmp / "lib").glob("python*/site-packages"))
-        # New files only: uv hardlinks the lock's files to its cache, so editing one in place
-        # would edit every env that shares it. The base's folders join only now, after uv.
-        for name, data in added_files(env, base).items():
-            (site / name).write_bytes(data)
-        # Bytecode now, so no job pays for compiling `vlmeval` again; shared with every env that
-        # has the same source files (runners/pyc_store.py), so a second env costs little.
-        cmd = [tmp / "bin" / "python", PYC_STORE, site, paths.pyc_store]
-        proc = progress.run("compiling its bytecode", cmd, env=_child_env())
-        if proc.returncode != 0:
-            log = procs.keep_log(paths.logs, f"bytecode-{env.name}", cmd, proc)
-            raise SpectravenvError(f"env {env.name!r}: compiling its bytecode failed (full output: {log})")
+        _install(env, plan, tmp, paths, progress)
+        _complete(env, base, tmp, paths, progress)
         info = _verify(env, tmp / "bin" / "python", paths, progress)
-        marker = {
-            "env": env.name,
-            "key": key,
-            "lock": str(env.lock),
-            "lock_sha256": locks.digest(env.lock),
-            "python": info["python"],
-            "versions": info["versions"],
-            "cuda_runtime": info.get("cuda_runtime"),  # of the torch build; the driver is per node
-            "packages": len(packages),
-            "installed": len(needed),
-            "base_python": base.record() if base is not None else None,
-            "wheelhouse": str(wheelhouse) if wheelhouse is not None else None,
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "build_seconds": round(time.monotonic() - started, 1),
-        }
-        markers.write(tmp, marker)
+        markers.write(tmp, _marker(env, key, plan, info, base, paths, started))
         os.rename(tmp, final)
     except OSError as e:
         if _no_space(e):
@@ -410,6 +409,71 @@ def _build(env: Env, key: str, paths: Paths, report: Reporter, base: BaseInterpr
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report(f"env {env.name} ready in {time.monotonic() - started:.0f} s: {final}")
+
+
+def _install(env: Env, plan: _Install, tmp: Path, paths: Paths, progress: BuildProgress) -> None:
+    """The venv, then uv's hash-checked sync of what the plan installs."""
+    # --relocatable: scripts find their Python relative to themselves, so the final rename of the
+    # folder does not break them.
+    proc = progress.run(
+        "creating the venv",
+        uv_cmd("venv", "--relocatable", "--python", plan.python, tmp),
+        env=plan.uv,
+    )
+    if proc.returncode != 0:
+        raise _sync_error(env, proc.stderr, paths)
+    if not plan.needed:
+        return
+    source = env.lock
+    if plan.requirements is not None:
+        source = tmp / REQUIREMENTS  # kept in the env: what this build installed, and how
+        source.write_text(plan.requirements)
+    cmd = uv_cmd(
+        "pip", "sync", "--python", tmp / "bin" / "python", "--require-hashes", *plan.offline, source
+    )
+    proc = progress.run("installing", cmd, env=plan.uv)
+    if proc.returncode != 0:
+        raise _sync_error(env, proc.stderr, paths, procs.keep_log(paths.logs, "uv-sync", cmd, proc))
+
+
+def _complete(
+    env: Env, base: BaseInterpreter | None, tmp: Path, paths: Paths, progress: BuildProgress
+) -> None:
+    """The env's own files next to what uv installed, and its bytecode."""
+    site = next((tmp / "lib").glob("python*/site-packages"))
+    # New files only: uv hardlinks the lock's files to its cache, so editing one in place would
+    # edit every env that shares it. The base's folders join only now, after uv.
+    for name, data in added_files(env, base).items():
+        (site / name).write_bytes(data)
+    # Bytecode now, so no job pays for compiling `vlmeval` again; shared with every env that has
+    # the same source files (runners/pyc_store.py), so a second env costs little.
+    cmd = [tmp / "bin" / "python", PYC_STORE, site, paths.pyc_store]
+    proc = progress.run("compiling its bytecode", cmd, env=_child_env())
+    if proc.returncode != 0:
+        log = procs.keep_log(paths.logs, f"bytecode-{env.name}", cmd, proc)
+        raise SpectravenvError(
+            f"env {env.name!r}: compiling its bytecode failed (full output: {log})"
+        )
+
+
+def _marker(env: Env, key: str, plan: _Install, info: dict[str, Any], base: BaseInterpreter | None,
+            paths: Paths, started: float) -> dict[str, Any]:  # fmt: skip
+    """What the env's marker records: its key, lock, versions and how it was built."""
+    return {
+        "env": env.name,
+        "key": key,
+        "lock": str(env.lock),
+        "lock_sha256": locks.digest(env.lock),
+        "python": info["python"],
+        "versions": info["versions"],
+        "cuda_runtime": info.get("cuda_runtime"),  # of the torch build; the driver is per node
+        "packages": len(plan.packages),
+        "installed": len(plan.needed),
+        "base_python": base.record() if base is not None else None,
+        "wheelhouse": str(paths.wheelhouse) if paths.wheelhouse is not None else None,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "build_seconds": round(time.monotonic() - started, 1),
+    }
 
 
 def _check_home(paths: Paths) -> None:
@@ -433,7 +497,9 @@ def ensure(env: Env, paths: Paths, report: Reporter = _quiet) -> EnvState:
     if st.state == "ready":
         return st
     _check_home(paths)
-    with _holding(build_lock(paths, f"env-{env.name}-{st.key}", f"building env {env.name}"), report):
+    with _holding(
+        build_lock(paths, f"env-{env.name}-{st.key}", f"building env {env.name}"), report
+    ):
         st = status(env, paths)  # someone may have finished it while we waited
         if st.state == "ready":
             report(f"env {env.name} is ready (built by another process)")
@@ -471,7 +537,9 @@ def ensure_addon(
     if markers.exists(final):
         return final
     paths.addons.mkdir(parents=True, exist_ok=True)
-    with _holding(build_lock(paths, f"addon-{final.name}", f"installing add-on {addon.name}"), report):
+    with _holding(
+        build_lock(paths, f"addon-{final.name}", f"installing add-on {addon.name}"), report
+    ):
         if markers.exists(final):
             return final
         tmp = paths.addons / f".tmp-{final.name}-{os.getpid()}"
@@ -483,7 +551,9 @@ def ensure_addon(
             report(f"installing add-on {addon.name} from {archive} ...")
             try:
                 wh.unpack_addon(archive, tmp)
-                markers.write(tmp, {"addon": addon.name, "source": addon.source, "from": str(archive)})
+                markers.write(
+                    tmp, {"addon": addon.name, "source": addon.source, "from": str(archive)}
+                )
                 os.rename(tmp, final)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
