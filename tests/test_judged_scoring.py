@@ -16,6 +16,7 @@ Heavy: needs the tf437 env (built once per session).
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import hashlib
 import io
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Workspace
+from .conftest import Workspace, heavy_env
 from .hubstub import HubStub
 from .jsonhttp import JSONHandler
 from .test_envs import one_line_error
@@ -89,15 +90,24 @@ def handler(state: Loopback) -> type[JSONHandler]:
     return Handler
 
 
-@pytest.fixture
-def loopback() -> Iterator[tuple[str, Loopback]]:
+@contextlib.contextmanager
+def serving() -> Iterator[tuple[str, Loopback]]:
+    """The loopback model and judge, on a free port, for the block."""
     state = Loopback({}, {})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler(state))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", state
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def loopback() -> Iterator[tuple[str, Loopback]]:
+    with serving() as served:
+        yield served
 
 
 # ---- the synthetic datasets ----------------------------------------------------------------------
@@ -219,13 +229,19 @@ kwargs = {{ model = "loopback-vlm", api_base = "{base}/model/v1/chat/completions
     (ws.cwd / "spectravenv.toml").write_text(text)
 
 
-@pytest.fixture
-def jws(demo_ws: Workspace, tmp_path: Path) -> Workspace:
-    """The session's envs, but data of this test's own: official names hold synthetic TSVs here,
+def judged_workspace(heavy_home: Path, folder: Path) -> Workspace:
+    """The session's envs, but data of its own: official names hold synthetic TSVs here,
     downloaded from the stand-in (so not an offline run; nothing here needs the hub)."""
-    demo_ws.env["LMUData"] = str(tmp_path / "LMUData")
-    demo_ws.env.pop("HF_HUB_OFFLINE", None)
-    return demo_ws
+    (folder / "work").mkdir(parents=True)
+    ws = Workspace(folder / "work", heavy_home, heavy_env(heavy_home))
+    ws.env["LMUData"] = str(folder / "LMUData")
+    ws.env.pop("HF_HUB_OFFLINE", None)
+    return ws
+
+
+@pytest.fixture
+def jws(heavy_home: Path, tmp_path: Path) -> Workspace:
+    return judged_workspace(heavy_home, tmp_path)
 
 
 def headlines(run: Path) -> dict[str, dict]:
@@ -242,9 +258,20 @@ def no_key_anywhere(ws: Workspace, run: Path, *procs) -> None:
 # ---- every kind of scoring, one run --------------------------------------------------------------
 
 
-@pytest.fixture
-def judged_run(jws: Workspace, loopback) -> Iterator[tuple[Path, Loopback, object]]:
-    base, state = loopback
+@pytest.fixture(scope="module")
+def judged_run(
+    heavy_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, Loopback, object, Workspace]]:
+    """One run of every case (its tests read it; a run of eight benchmarks per test would cost
+    minutes each)."""
+    jws = judged_workspace(heavy_home, tmp_path_factory.mktemp("judged"))
+    with serving() as (base, state):
+        yield from _judged(jws, base, state)
+
+
+def _judged(
+    jws: Workspace, base: str, state: Loopback
+) -> Iterator[tuple[Path, Loopback, object, Workspace]]:
     for c in CASES:
         state.answers.update(c.answers)
         state.verdicts.update(c.verdicts)
@@ -258,12 +285,12 @@ def judged_run(jws: Workspace, loopback) -> Iterator[tuple[Path, Loopback, objec
         assert {r["path"] for r in hub.requests if r["method"] == "GET"} >= {
             f"/files/{c.name}.tsv" for c in CASES
         }
-    yield jws.cwd / "outputs" / "judged", state, proc
+    yield jws.cwd / "outputs" / "judged", state, proc, jws
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_each_kind_of_scoring_gives_the_score_known_in_advance(judged_run, case):
-    run, state, _ = judged_run
+    run, state, _, _ = judged_run
     row = headlines(run)[case.name]
     assert row["status"] == "done", row
     assert float(row["value"]) == pytest.approx(case.expected, abs=1e-4), row
@@ -292,8 +319,8 @@ def state_host(run: Path) -> str:
     return manifest["judge_base_url"].split("//", 1)[1].split("/", 1)[0]
 
 
-def test_the_judges_key_reaches_the_judge_and_nothing_else(judged_run, jws):
-    run, state, proc = judged_run
+def test_the_judges_key_reaches_the_judge_and_nothing_else(judged_run):
+    run, state, proc, jws = judged_run
     judge = [s for s in state.seen if s["route"] == "judge"]
     assert judge and {s["auth"] for s in judge} == {f"Bearer {KEY}"}
     no_key_anywhere(jws, run, proc)
