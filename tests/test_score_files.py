@@ -392,6 +392,7 @@ def test_score_file_headline_and_subscores(made, name):
 # not a mean over samples, and OCRBench writes no per-sample file: those say why instead.
 PER_SAMPLE = {
     "MMBench_DEV_EN": ("hit", 4, True),  # one row per circular question group
+    "VisOnlyQA-VLMEvalKit": ("hit", 4, True),  # plain MCQ: a hit per question
     "MMMU_DEV_VAL": ("hit", 6, True),  # the headline averages the 4 validation rows
     "TextVQA_VAL": ("eval_score", 5, True),
     "DocVQA_VAL": ("eval_score", 4, False),
