@@ -7,12 +7,12 @@ corner?", options A-D), in the layout of the hub's `lmms-lab/Video-MME` dataset 
 (tests/data/make_video_mme.py, in the env's Python: cv2 writes, decord reads back). A stand-in
 hub (tests/hubstub.py) serves that repo, so `VideoMME.prepare_dataset` downloads it with
 huggingface_hub's own `snapshot_download` (sha256-checked per file), unzips the videos and makes
-its TSV from the parquet as it does for the real data. Then `spectravenv eval demo-tiny-llava
-Video-MME_8frame`: VLMEvalKit's video path samples 8 frames per video with decord and hands
-them to the demo as images; `VideoMME.evaluate` scores by exact matching. The headline read from
-the score file must equal the score computed here from the prediction file and the answers this
-test wrote. The demo's estimate splits the questions into units; a model whose estimate keeps them
-in one unit gives the same answers and score.
+its TSV from the parquet as it does for the real data. Then `spectravenv eval split-demo
+Video-MME_8frame` (the demo under a slow estimate): VLMEvalKit's video path samples 8 frames per
+video with decord and hands them to the demo as images; `VideoMME.evaluate` scores by exact
+matching. The headline read from the score file must equal the score computed here from the
+prediction file and the answers this test wrote. That estimate splits the questions into units;
+the demo under an estimate that keeps them in one unit gives the same answers and score.
 """
 
 from __future__ import annotations
@@ -44,9 +44,12 @@ NAME = "Video-MME_8frame"
 REPO_ID = "lmms-lab/Video-MME"  # VideoMME.prepare_dataset's repo_id
 FRAMES = 16  # per video; the dataset samples 8 of them
 QUESTIONS = 4
-# The demo's estimate splits the 4 questions into units (the worker infers them one by one,
-# infer_data_job_video merges them); this one's keeps them in one.
-ONE_UNIT_MODEL = (
+# The demo under two names whose estimates differ: a slow one splits the 4 questions into units
+# (the worker infers them one by one, infer_data_job_video merges them), a fast one keeps them in
+# one. Names of their own, so no speed another test measured for the demo changes the split.
+MODELS = (
+    '[models.split-demo]\nenv = "tf437"\nbuiltin = "demo-tiny-llava"\ncpu = true\n'
+    "seconds_per_sample = 30\nload_seconds = 1\n"
     '[models.one-unit-demo]\nenv = "tf437"\nbuiltin = "demo-tiny-llava"\ncpu = true\n'
     "seconds_per_sample = 0.01\nload_seconds = 1\n"
 )
@@ -132,11 +135,11 @@ def test_video_mme_runs_end_to_end_on_synthetic_videos(demo_ws: Workspace, tmp_p
     with HubStub() as hub:
         hub.add_repo(REPO_ID, files, repo_type="dataset")
         ws.env["HF_ENDPOINT"] = hub.url
-        proc = ws.run("eval", "demo-tiny-llava", NAME, "--run-name", "video", timeout=1800)
+        (ws.cwd / "spectravenv.toml").write_text(MODELS)
+        proc = ws.run("eval", "split-demo", NAME, "--run-name", "video", timeout=1800)
         assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-6000:]}"
         got = {r["path"] for r in hub.requests if r["method"] == "GET"}
         assert {f"/datasets/{REPO_ID}/resolve/{hub.repos[REPO_ID].sha}/{n}" for n in files} <= got
-        (ws.cwd / "spectravenv.toml").write_text(ONE_UNIT_MODEL)
         one = ws.run("eval", "one-unit-demo", NAME, "--run-name", "one", timeout=1800)
         assert one.returncode == 0, f"{one.stdout}\n{one.stderr[-6000:]}"
     # VLMEvalKit's frame sampling: 8 frames of each video, saved where the dataset keeps them.
@@ -148,7 +151,7 @@ def test_video_mme_runs_end_to_end_on_synthetic_videos(demo_ws: Workspace, tmp_p
         # what decord read back from the mp4 is the scene that was drawn into it
         assert frame_colours(python, frames / v["id"] / "frame-1-of-8.jpg") == v["colours"]
     run = ws.cwd / "outputs" / "video"
-    pred = predictions(run / "demo-tiny-llava" / NAME)
+    pred = predictions(run / "split-demo" / NAME, "split-demo")
     answers = {q["videoID"]: q["answer"] for q in rows["questions"]}
     assert set(pred) == set(answers)
     # The demo answers with a letter; the score is then the share of right letters.
